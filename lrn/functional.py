@@ -1,0 +1,180 @@
+"""The LRN recurrence as a function, and the dispatch to its backends.
+
+Backends:
+    "reference"  plain PyTorch loop (lrn/ops/reference.py): any device and dtype, autograd.
+    "cpu"        fused numba kernels (lrn/ops/cpu.py): CPU float32/float64.
+    "triton"     fused Triton kernels (lrn/ops/triton.py): CUDA fp16/bf16/fp32.
+    "auto"       "cpu" for CPU tensors, "triton" for CUDA tensors, when the kernel
+                 exists for that dtype and its package is installed; else "reference".
+The fused backends run through the ``torch.ops.lrn.scan`` custom op, so they work
+under autograd, torch.compile(fullgraph=True) and torch.library.opcheck.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from lrn.ops.reference import ACTIVATIONS, lrn_scan_reference
+
+BACKENDS = ("auto", "reference", "cpu", "triton")
+_CPU_DTYPES = (torch.float32, torch.float64)
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def available_backends() -> list[str]:
+    """The backends usable in this environment (fused ones need their package, and triton a GPU
+    or ``TRITON_INTERPRET=1``)."""
+    found = ["reference"]
+    if _installed("numba"):
+        found.append("cpu")
+    if _installed("triton"):
+        import os
+
+        if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+            found.append("triton")
+    return found
+
+
+def check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The concrete backend that ``backend`` means for tensors of this device and dtype."""
+    check_backend(backend)
+    if backend == "auto":
+        if device.type == "cpu" and dtype in _CPU_DTYPES and _installed("numba"):
+            return "cpu"
+        if device.type == "cuda" and dtype in _TRITON_DTYPES and _installed("triton"):
+            return "triton"
+        return "reference"
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"backend 'cpu' runs on CPU tensors, got a tensor on {device}")
+        if dtype not in _CPU_DTYPES:
+            raise ValueError(f"backend 'cpu' supports float32 and float64, got {dtype}")
+        if not _installed("numba"):
+            raise ValueError("backend 'cpu' needs the numba package (pip install numba)")
+    if backend == "triton":
+        if dtype not in _TRITON_DTYPES:
+            raise ValueError(f"backend 'triton' supports float16, bfloat16 and float32, got {dtype}")
+        if not _installed("triton"):
+            raise ValueError("backend 'triton' needs the triton package (pip install 'lrn-torch[gpu]')")
+    return backend
+
+
+def lrn_scan(
+    gates: torch.Tensor,
+    h0: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    num_directions: int,
+    reverse: bool,
+    activation: str,
+    output_gate: bool,
+    backend: str = "auto",
+    recurrent_gates: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence on packed gates (layout in lrn/ops/reference.py), without argument checks:
+    the modules and ``lrn_recurrence`` check before calling.  ``recurrent_gates=False`` is the
+    ablation whose gates ignore h_{t-1}; only the reference backend implements it."""
+    concrete = resolve_backend(backend, gates.device, gates.dtype)
+    # torch.export / ONNX see the reference decomposition: exporters know no custom op.
+    if concrete == "reference" or not recurrent_gates or torch.compiler.is_exporting():
+        return lrn_scan_reference(
+            gates, h0, lengths, num_directions=num_directions, reverse=reverse,
+            activation=activation, output_gate=output_gate, recurrent_gates=recurrent_gates,
+        )
+    from lrn.ops import fused  # registers torch.ops.lrn.*
+
+    return fused.scan(gates, h0, lengths, num_directions, reverse, activation == "tanh",
+                      output_gate, concrete)
+
+
+def check_lengths(lengths: torch.Tensor, batch: int, steps: int) -> torch.Tensor:
+    """Validate a (B,) lengths tensor; returns it as int64 on the CPU."""
+    if not isinstance(lengths, torch.Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(f"lengths must have shape ({batch},) to match the batch, got {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    lengths = lengths.to("cpu", torch.int64)
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        raise ValueError(
+            f"lengths must lie in [1, {steps}] (the sequence length), got min {int(lengths.min())} "
+            f"and max {int(lengths.max())}")
+    return lengths
+
+
+def lrn_recurrence(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    *,
+    o: torch.Tensor | None = None,
+    activation: str = "tanh",
+    lengths: torch.Tensor | None = None,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the LRN recurrence over pre-computed projections.
+
+    For every step t (sigma = sigmoid, g = tanh or identity)::
+
+        f_t = sigma(q_t - h_{t-1});  i_t = sigma(k_t + h_{t-1});  h_t = g(i_t * v_t + f_t * h_{t-1})
+
+    and with ``o`` (oLRN) c_t = g(...) as above and h_t = sigma(o_t - c_t) * c_t.
+
+    Args:
+        q, k, v: (T, B, H) forget-gate, input-gate and value projections, time-major.
+        h0: (B, H) initial state; zeros when None.
+        o: (T, B, H) output-gate projection for oLRN, or None.
+        activation: "tanh" or "identity".
+        lengths: (B,) integer valid steps per sequence; steps t >= lengths[b] keep the
+            state and give output 0.
+        reverse: run each sequence from its last valid step down to step 0.
+        backend: "auto" | "reference" | "cpu" | "triton" (see module docstring).
+
+    Returns:
+        output (T, B, H) and h_last (B, H), the state after each sequence's last step.
+    """
+    check_activation(activation)
+    check_backend(backend)
+    named = {"q": q, "k": k, "v": v} | ({"o": o} if o is not None else {})
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            got = f"{t.dim()}-D tensor" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 3-D (T, B, H) tensor, got {got}")
+        if t.shape != q.shape:
+            raise ValueError(f"{name} must have the shape of q {tuple(q.shape)}, got {tuple(t.shape)}")
+        if t.dtype != q.dtype or t.device != q.device:
+            raise ValueError(f"{name} must match q's dtype and device ({q.dtype}, {q.device}), "
+                             f"got ({t.dtype}, {t.device})")
+    T, B, H = q.shape
+    if T == 0 or B == 0 or H == 0:
+        raise ValueError(f"q, k, v need T, B and H of at least 1, got shape {tuple(q.shape)}")
+    if h0 is not None:
+        if h0.shape != (B, H):
+            raise ValueError(f"h0 must have shape {(B, H)}, got {tuple(h0.shape)}")
+        if h0.dtype != q.dtype or h0.device != q.device:
+            raise ValueError(f"h0 must match q's dtype and device ({q.dtype}, {q.device}), "
+                             f"got ({h0.dtype}, {h0.device})")
+        h0 = h0.unsqueeze(0)
+    if lengths is not None:
+        lengths = check_lengths(lengths, B, T).to(q.device)
+    gates = torch.cat(list(named.values()), dim=-1)  # (T, B, G*H)
+    out, h_last = lrn_scan(gates, h0, lengths, 1, reverse, activation, o is not None, backend)
+    return out, h_last[0]

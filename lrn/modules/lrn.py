@@ -1,0 +1,143 @@
+"""``LRN`` and ``LRNCell``: the Lightweight Recurrent Network as nn.GRU / nn.GRUCell drop-ins."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lrn.functional import check_activation, check_backend, lrn_scan
+from lrn.modules.base import RecurrentLayer, gate_projection, xavier_gate_init_
+
+
+class LRN(RecurrentLayer):
+    r"""Multi-layer Lightweight Recurrent Network (Zhang & Sennrich, ACL 2019).
+
+    For each layer and step (sigma the sigmoid, g = tanh or identity)::
+
+        q_t, k_t, v_t = x_t W_q + b_q, x_t W_k + b_k, x_t W_v + b_v   (one matmul, outside the loop)
+        f_t = sigma(q_t - h_{t-1});  i_t = sigma(k_t + h_{t-1})
+        h_t = g(i_t * v_t + f_t * h_{t-1})
+
+    With ``output_gate=True`` (oLRN) c_t = g(i_t * v_t + f_t * h_{t-1}),
+    o_t = sigma(x_t W_o - c_t) and h_t = o_t * c_t.
+
+    Same arguments, parameters names and forward contract as :class:`torch.nn.GRU`;
+    ``weight_ih_l{k}[_reverse]`` has shape (3H, in) (4H with the output gate) with row
+    blocks [W_q; W_k; W_v(; W_o)]; there is no ``weight_hh``.
+
+    Args (beyond nn.GRU's):
+        activation: "tanh" (default) or "identity".
+        layer_norm: layer-normalise each of q, k, v (outside the recurrence), as the
+            paper's "+LN" rows.
+        output_gate: the oLRN variant.
+        recurrent_gates: ablation switch; False drops h_{t-1} from both gates.
+        backend: "auto" | "reference" | "cpu" | "triton" (see lrn.functional).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 activation: str = "tanh", layer_norm: bool = False, output_gate: bool = False,
+                 recurrent_gates: bool = True, backend: str = "auto", device=None, dtype=None) -> None:
+        check_activation(activation)
+        check_backend(backend)
+        self.num_gates = 4 if output_gate else 3
+        self.activation = activation
+        self.output_gate = output_gate
+        self.recurrent_gates = recurrent_gates
+        self.backend = backend
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, layer_norm=layer_norm, device=device, dtype=dtype)
+
+    def _scan(self, gates, h0, lengths, layer, layer_input):
+        return lrn_scan(gates, h0, lengths, self.num_directions, False, self.activation,
+                        self.output_gate, self.backend, self.recurrent_gates)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        if self.output_gate:
+            s += ", output_gate=True"
+        if not self.recurrent_gates:
+            s += ", recurrent_gates=False"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+
+
+class LRNCell(nn.Module):
+    r"""One LRN step, with the :class:`torch.nn.GRUCell` contract (for step-wise decoding).
+
+    ``weight_ih`` (3H, in) holds [W_q; W_k; W_v] (4H with W_o for ``output_gate``) and
+    ``bias_ih`` (3H); with ``layer_norm``, ``ln_weight`` / ``ln_bias`` (3H).  Stepping a cell
+    over a sequence equals :class:`LRN` with the same weights.
+
+    forward(input, hx=None): input (B, in) or (in,), hx (B, H) or (H,) -> h' of hx's shape.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 activation: str = "tanh", layer_norm: bool = False, output_gate: bool = False,
+                 backend: str = "auto", device=None, dtype=None) -> None:
+        super().__init__()
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"LRNCell: {arg} must be a positive integer, got {value!r}")
+        check_activation(activation)
+        check_backend(backend)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self.activation, self.layer_norm = activation, layer_norm
+        self.output_gate, self.backend = output_gate, backend
+        width = (4 if output_gate else 3) * hidden_size
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(width, input_size, **factory))
+        self.bias_ih = nn.Parameter(torch.empty(width, **factory)) if bias else None
+        self.ln_weight = nn.Parameter(torch.empty(width, **factory)) if layer_norm else None
+        self.ln_bias = nn.Parameter(torch.empty(width, **factory)) if layer_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        xavier_gate_init_(self.weight_ih, self.hidden_size)
+        for param, value in ((self.bias_ih, 0.0), (self.ln_weight, 1.0), (self.ln_bias, 0.0)):
+            if param is not None:
+                nn.init.constant_(param, value)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LRNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.size(-1) != self.input_size:
+            raise ValueError(f"LRNCell: input.size(-1) must be equal to input_size. "
+                             f"Expected {self.input_size}, got {input.size(-1)}")
+        if input.dtype != self.weight_ih.dtype or input.device != self.weight_ih.device:
+            raise ValueError(f"LRNCell: input must match the parameters' dtype and device "
+                             f"({self.weight_ih.dtype}, {self.weight_ih.device}), got "
+                             f"({input.dtype}, {input.device})")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)  # (B, in)
+        if x.shape[0] == 0:
+            raise ValueError("LRNCell: batch size must be at least 1, got 0")
+        h0 = None
+        if hx is not None:
+            h = hx if batched else hx.unsqueeze(0)
+            if tuple(h.shape) != (x.shape[0], self.hidden_size):
+                raise ValueError(f"LRNCell: Expected hidden size {(x.shape[0], self.hidden_size)}, "
+                                 f"got {list(h.shape)}")
+            if h.dtype != x.dtype or h.device != x.device:
+                raise ValueError(f"LRNCell: hx must match the input's dtype and device "
+                                 f"({x.dtype}, {x.device}), got ({h.dtype}, {h.device})")
+            h0 = h.unsqueeze(0)  # (1, B, H)
+        gates = gate_projection(x, self.weight_ih, self.bias_ih, self.ln_weight, self.ln_bias,
+                                self.hidden_size)  # (B, G*H)
+        _, h_last = lrn_scan(gates.unsqueeze(0), h0, None, 1, False, self.activation,
+                             self.output_gate, self.backend)
+        return h_last[0] if batched else h_last[0, 0]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        for flag in ("layer_norm", "output_gate"):
+            if getattr(self, flag):
+                s += f", {flag}=True"
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        return s

@@ -1,0 +1,101 @@
+"""Plain-PyTorch LRN recurrence: the executable specification.
+
+Every fused kernel (numba on CPU, Triton on GPU) is tested against this file on
+outputs, final states and every gradient.
+
+Layout shared by all backends ("packed gates"):
+    gates   (T, B, D*G*H)  the input projection x W^T + b, as one matmul produces it.
+                           D = number of directions (1 or 2); G = 3 gate blocks
+                           [q, k, v] per direction, or 4 [q, k, v, o] for oLRN.
+    h0      (D, B, H)      initial state per direction, or None for zeros.
+    lengths (B,) int64     valid steps per sequence, or None for all T.
+    out     (T, B, D*H)    per-direction outputs side by side (nn.GRU layout);
+                           0 at steps t >= lengths[b].
+    h_last  (D, B, H)      state after each sequence's last processed step.
+Direction 0 runs forward in time (backwards if ``reverse``); direction 1, when
+present, runs backwards: from step lengths[b]-1 down to 0, as the reverse half
+of a bidirectional nn.GRU does with packed input.
+
+The step (sigma = sigmoid, g = tanh or identity):
+    f = sigma(q - h);  i = sigma(k + h);  c = g(i*v + f*h)
+    LRN:  h' = c
+    oLRN: h' = sigma(o - c) * c
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+ACTIVATIONS = ("tanh", "identity")
+
+
+def masked_time_loop(
+    gates: torch.Tensor,
+    h0: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    num_directions: int,
+    reverse: bool,
+    state_size: int,
+    step: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walk time for every direction with the packed-gates semantics (module docstring).
+
+    ``step(direction, gates_t (B, G*H), state (B, H)) -> (output_t, new_state)`` is one
+    cell step; this function owns direction order, lengths masking and output layout.
+    Returns out (T, B, D*H_out) and the final states (D, B, state_size).
+    """
+    T, B, width = gates.shape
+    steps = torch.arange(T, device=gates.device)
+    if lengths is None:
+        active = torch.ones(T, B, 1, dtype=torch.bool, device=gates.device)
+    else:
+        active = (steps[:, None] < lengths.to(gates.device)[None, :]).unsqueeze(-1)  # (T, B, 1)
+    active_steps = active.unbind(0)
+    zero = gates.new_zeros(())
+    per_direction = width // num_directions
+    outputs, finals = [], []
+    for d in range(num_directions):
+        # unbind, never gates[t]: indexing inside autograd makes backward quadratic in T.
+        gates_t = gates[..., d * per_direction:(d + 1) * per_direction].unbind(0)
+        state = gates.new_zeros(B, state_size) if h0 is None else h0[d]
+        backwards = (d == 1) or (num_directions == 1 and reverse)
+        out_steps: list[torch.Tensor] = [zero] * T
+        for t in (range(T - 1, -1, -1) if backwards else range(T)):
+            out_t, new_state = step(d, gates_t[t], state)
+            out_steps[t] = torch.where(active_steps[t], out_t, zero)
+            state = torch.where(active_steps[t], new_state, state)
+        outputs.append(torch.stack(out_steps, 0))
+        finals.append(state)
+    return torch.cat(outputs, -1), torch.stack(finals, 0)
+
+
+def lrn_scan_reference(
+    gates: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    *,
+    num_directions: int = 1,
+    reverse: bool = False,
+    activation: str = "tanh",
+    output_gate: bool = False,
+    recurrent_gates: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LRN recurrence on packed gates.  ``recurrent_gates=False`` is an ablation (not a
+    kernel feature): the gates ignore h_{t-1}, f = sigma(q), i = sigma(k)."""
+    num_gates = 4 if output_gate else 3
+    H = gates.shape[-1] // (num_directions * num_gates)
+
+    def step(direction: int, g: torch.Tensor, h: torch.Tensor):
+        q, k, v, *o = g.split(H, dim=-1)
+        feedback = h if recurrent_gates else torch.zeros_like(h)
+        f = torch.sigmoid(q - feedback)
+        i = torch.sigmoid(k + feedback)
+        c = i * v + f * h
+        if activation == "tanh":
+            c = torch.tanh(c)
+        h_new = torch.sigmoid(o[0] - c) * c if output_gate else c
+        return h_new, h_new
+
+    return masked_time_loop(gates, h0, lengths, num_directions, reverse, H, step)

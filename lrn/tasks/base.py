@@ -1,0 +1,105 @@
+"""The contract between the training engine (lrn/train/) and a task (lrn/tasks/<task>.py).
+
+A task knows its data, its model, its loss and its metric; the engine knows
+everything else (optimisation, schedules, checkpoints, progress, distributed
+training, results.json).  Each task module defines one ``Task`` subclass and
+registers it with ``register``; the CLI looks tasks up by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class DataError(ValueError):
+    """Bad or missing input data.  The message is one line naming the file (and line)."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+
+
+class Task(ABC):
+    """One of the paper's experiments.
+
+    Config dicts are flat and JSON-serialisable: the preset's values, updated with
+    the user's overrides.  The engine reads these common keys (a preset may set any):
+    batch_size, lr, optimizer ("sgd" | "adam" | "asgd"), weight_decay, clip,
+    max_steps, max_epochs, eval_every, warmup_steps, lr_schedule, hidden_size,
+    num_layers, layer_norm, dropout.
+    """
+
+    name: ClassVar[str]
+    #: metric names reported under results.json["metrics"][split]
+    metrics: ClassVar[tuple[str, ...]]
+    #: the validation metric used to pick the best checkpoint
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+
+    @abstractmethod
+    def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
+        """Every hyper-parameter of ``preset`` ('tiny' | 'small' | 'paper') for this data."""
+
+    @abstractmethod
+    def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> Any:
+        """Read and index the splits; build vocabularies unless ``vocab`` (from
+        ``vocab_state``) is given.  Raises DataError on bad input."""
+
+    @abstractmethod
+    def vocab_state(self, data: Any) -> dict:
+        """JSON-serialisable vocabularies, saved with every checkpoint."""
+
+    @abstractmethod
+    def build_model(self, config: dict[str, Any], data: Any, cell: str) -> nn.Module:
+        """The task's model with recurrent layers made by ``lrn.make_rnn(cell, ...)``."""
+
+    @abstractmethod
+    def train_batches(
+        self, data: Any, config: dict[str, Any], *, epoch: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Any]:
+        """One epoch of training batches for this process (shard ``rank`` of ``world_size``),
+        shuffled deterministically from ``epoch`` and config['seed']."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        """Mean training loss of ``batch`` and the number of items (tokens, sentences)
+        it covers, for throughput."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: Any, split: str, config: dict[str, Any],
+                 device: torch.device) -> dict[str, float]:
+        """Metrics of ``split`` ('valid' | 'test'), with the names in ``metrics``."""
+
+    # Optional hooks; the defaults suit tasks whose batches are independent.
+    #: False for tasks that generate their own data (the adding problem): no --data needed.
+    needs_data: ClassVar[bool] = True
+
+    def carry_state(self) -> dict[str, torch.Tensor]:
+        """State carried from one training batch to the next (the LM's truncated-BPTT
+        hidden state), saved with every checkpoint so that a resumed run continues
+        exactly as an uninterrupted one."""
+        return {}
+
+    def load_carry_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what ``carry_state`` returned; the engine calls it after re-creating the
+        interrupted epoch's batch iterator and skipping the batches already trained on."""
+
+    def lr_scale(self, batch: Any) -> float:
+        """Factor on the learning rate for ``batch`` (the LM scales it by its BPTT length)."""
+        return 1.0
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls

@@ -1,0 +1,26 @@
+import os
+
+# Without a GPU, Triton kernels are tested through its interpreter on CPU tensors.  The
+# variable must be set before triton is first imported.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    except ImportError:
+        pass
+
+import pytest
+import torch
+
+from lrn.functional import available_backends
+
+# Backends that run on CPU tensors here: triton only through its (slow) interpreter, so the
+# layer tests use it only where a test asks for it explicitly.
+CPU_BACKENDS = [b for b in available_backends() if b in ("reference", "cpu")]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
