@@ -208,7 +208,7 @@ class RecurrentLayer(nn.Module):
                 raise ValueError(f"{name}: Expected hidden size {expected}, got {list(hx.shape)}")
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
-            if int(lengths.min()) == T:
+            if not torch.compiler.is_compiling() and int(lengths.min()) == T:
                 lengths = None  # all full: the cheaper path
             else:
                 lengths = lengths.to(x.device)
