@@ -1,0 +1,78 @@
+"""Small PNG figures for the analyses (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lrn.analysis.gradients import GradientFlow  # noqa: E402
+
+DPI = 90  # keeps committed PNGs small
+
+
+def _positive(values: Sequence[float]) -> list[float]:
+    """Vanished (exactly 0) norms cannot sit on a log axis: drop them as NaN gaps."""
+    return [v if v > 0 else float("nan") for v in values]
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_gradient_flow(groups: Sequence[tuple[str, Sequence[GradientFlow]]], path: Path) -> Path:
+    """One row per (title, flows) group, two log-scale panels each: ||dh_T/dx_t|| and
+    ||dh_T/ds_t|| against T - t, one line per flow."""
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9, 3.2 * len(groups)), dpi=DPI, squeeze=False)
+    for row, (title, flows) in zip(axes, groups):
+        for flow in flows:
+            row[0].plot(flow.distances, _positive(flow.input_norms), marker=".", label=flow.label)
+            row[1].plot(flow.distances, _positive(flow.state_norms), marker=".", label=flow.label)
+        for ax, what in zip(row, (r"$\|\partial h_T/\partial x_t\|$", r"$\|\partial h_T/\partial s_t\|$")):
+            ax.set_yscale("log")  # x stays linear: exponential decay shows as a straight line
+            ax.set_xlabel("distance T - t")
+            ax.set_ylabel(what)
+            ax.set_title(title, fontsize=9)
+            ax.grid(True, which="major", alpha=0.3)
+        row[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: Path, title: str, *,
+                xlabel: str, ylabel: str) -> Path:
+    """One line per named list of (x, y) points."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=DPI)
+    for name, points in curves.items():
+        ax.plot(*zip(*points), marker=".", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_token_strip(tokens: Sequence[str], rows: Sequence[Sequence[float]], labels: Sequence[str],
+                     path: Path, title: str) -> Path:
+    """Heatmap with one column per token and one row per weight vector (e.g. per direction)."""
+    width = min(16.0, 1.5 + 0.45 * len(tokens))
+    fig, ax = plt.subplots(figsize=(width, 0.9 + 0.45 * len(rows)), dpi=DPI)
+    image = ax.imshow([list(r) for r in rows], aspect="auto", cmap="Reds", vmin=0)
+    ax.set_xticks(range(len(tokens)))
+    ax.set_xticklabels(tokens, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    fig.tight_layout()
+    return _save(fig, path)

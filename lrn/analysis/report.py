@@ -1,0 +1,405 @@
+"""``lrn report``: every results.json / compare.json / bench JSON / analysis JSON under some
+directories, assembled into one Markdown file and one self-contained HTML file.
+
+Per task and dataset, one table in the paper's layout (Model | #Params | metric | Time)
+with the published numbers (lrn/analysis/paper_numbers.py) in adjacent columns when the
+run used the paper's dataset, and as a separate reference table when it did not; then
+the speed tables and plots of ``lrn bench`` reports, the analysis figures of ``lrn
+analyze``, and the machine and package versions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import markdown
+from PIL import Image
+
+from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PaperRow, paper_rows
+from lrn.modules import parse_cell_spec
+
+#: data directory names (as in shared/data) -> the dataset names of the paper's tables
+DATASETS = {"ptb": "PTB", "wikitext-2": "WT2", "conll2003": "CoNLL-2003", "snli": "SNLI",
+            "squad": "SQuAD v1.1", "ag_news": "AG News", "multi30k": "Multi30k", "wmt14": "WMT14"}
+TASK_TITLES = {"lm": "Language modelling", "ner": "Named entity recognition",
+               "nli": "Natural language inference", "doc": "Document classification",
+               "mt": "Machine translation", "rc": "Reading comprehension", "adding": "Adding problem"}
+ANALYSIS_KINDS = ("lrn.analysis.gradients", "lrn.analysis.weights")
+MAX_FIGURE_WIDTH = 900  # pixels; larger PNGs are scaled down for the report
+
+
+@dataclass
+class Run:
+    results: dict[str, Any]
+    path: Path  # the results.json or compare.json it came from
+    dataset: str | None
+
+
+@dataclass
+class Found:
+    runs: list[Run]
+    benches: list[tuple[Path, dict]]
+    analyses: list[tuple[Path, dict]]
+
+
+# ------------------------------------------------------------------ discovery
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from e
+
+
+def _dataset_of(results: dict, run_dir: Path | None) -> str | None:
+    """The dataset a run used, from its data directory (results.json, else its checkpoint)."""
+    data_dir = results.get("data_dir")
+    if data_dir is None and run_dir is not None:
+        for meta in sorted(run_dir.glob("checkpoints/*/meta.json")):
+            data_dir = _read_json(meta).get("data_dir")
+            if data_dir:
+                break
+    if not data_dir:
+        return None
+    name = Path(data_dir).name.lower()
+    return DATASETS.get(name, Path(data_dir).name)
+
+
+def _is_bench(obj: Any) -> bool:
+    return isinstance(obj, dict) and {"machine", "config", "results", "copy_gbps"} <= obj.keys()
+
+
+def _is_results(obj: Any) -> bool:
+    return isinstance(obj, dict) and {"task", "cell", "params", "metrics"} <= obj.keys()
+
+
+def collect(roots: list[Path]) -> Found:
+    """Every report input under ``roots`` (files or directories, searched recursively).
+    A run seen twice (its results.json and a compare.json listing it) counts once."""
+    runs, benches, analyses, seen = [], [], [], set()
+
+    def add_run(results: dict, path: Path, run_dir: Path | None) -> None:
+        key = json.dumps(results, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            runs.append(Run(results, path, _dataset_of(results, run_dir)))
+
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise ValueError(f"--runs: {root} does not exist")
+        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        # results.json files first, so their runs keep their own directory (for the dataset)
+        for path in sorted(files, key=lambda p: p.name != "results.json"):
+            if path.name.startswith(".") or "checkpoints" in path.parts:
+                continue
+            obj = _read_json(path)
+            if path.name == "results.json" and _is_results(obj):
+                add_run(obj, path, path.parent)
+            elif path.name == "compare.json" and isinstance(obj, dict) and "runs" in obj:
+                for results in obj["runs"]:
+                    add_run(results, path, path.parent / _cell_dir(results["cell"]))
+            elif _is_bench(obj):
+                benches.append((path, obj))
+            elif isinstance(obj, dict) and obj.get("kind") in ANALYSIS_KINDS:
+                analyses.append((path, obj))
+    return Found(runs, benches, analyses)
+
+
+def _cell_dir(cell: str) -> str:
+    from lrn.train.compare import cell_dir_name
+
+    return cell_dir_name(cell)
+
+
+# ------------------------------------------------------------------ formatting
+def _params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _setting(results: dict) -> str:
+    _, kwargs = parse_cell_spec(results["cell"])
+    return "+LN" if results["config"].get("layer_norm") or kwargs.get("layer_norm") else "Base"
+
+
+def _paper_row(run: Run) -> PaperRow | None:
+    """The published row of the same task, dataset, setting and cell (plain cells only:
+    an ablation spec such as lrn:activation=identity has no published row)."""
+    name, kwargs = parse_cell_spec(run.results["cell"])
+    if set(kwargs) - {"layer_norm"} or run.dataset is None:
+        return None
+    for row in paper_rows(run.results["task"], run.dataset):
+        if row.cell == name and row.setting == _setting(run.results):
+            return row
+    return None
+
+
+def _differing_config(runs: list[Run]) -> list[str]:
+    """Config keys whose values differ between the runs of one table (seed excluded)."""
+    keys = sorted({k for r in runs for k in r.results["config"]} - {"seed"})
+    return [k for k in keys if len({json.dumps(r.results["config"].get(k)) for r in runs}) > 1]
+
+
+def _metric_names(runs: list[Run]) -> list[str]:
+    """Test metrics in the order the runs report them, the task's primary first."""
+    names: list[str] = []
+    for run in runs:
+        for name in (run.results["metrics"].get("test") or {}):
+            if name not in names:
+                names.append(name)
+    primary = _primary_metric(runs[0].results["task"])
+    return sorted(names, key=lambda n: n != primary)
+
+
+def _primary_metric(task: str) -> str | None:
+    try:
+        from lrn.tasks import get_task
+
+        return get_task(task).primary_metric
+    except (ValueError, KeyError, ImportError):
+        return None
+
+
+def task_table(runs: list[Run]) -> str:
+    """Model | #Params | test metrics | Time s/batch | steps, then the paper's columns."""
+    metrics = _metric_names(runs)
+    primary = metrics[0] if metrics else None
+    paper = [_paper_row(r) for r in runs]
+    paper_metrics = [m for m in metrics if any(p and m in p.metrics for p in paper)]
+    differing = _differing_config(runs)
+    header = (["Model", "#Params"] + [f"{m} (test)" for m in metrics]
+              + ([f"{primary} (valid)"] if primary else []) + ["Time s/batch", "steps"]
+              + (["settings"] if differing else []))
+    if any(paper):
+        header += ["paper #Params"] + [f"paper {m}" for m in paper_metrics] + ["paper Time s/batch"]
+    rows = []
+    for run, prow in zip(runs, paper):
+        r = run.results
+        test = r["metrics"].get("test") or {}
+        valid = r["metrics"].get("valid") or {}
+        model = r["cell"] + (" +LN" if r["config"].get("layer_norm") else "")
+        row = ([model, _params(r["params"])] + [_num(test.get(m)) for m in metrics]
+               + ([_num(valid.get(primary))] if primary else [])
+               + [_num(r.get("time_per_batch_s"), 4), str(r.get("steps", "–"))]
+               + ([", ".join(f"{k}={r['config'].get(k)}" for k in differing)] if differing else []))
+        if any(paper):
+            row += ([prow.params] + [_num(prow.metrics.get(m)) for m in paper_metrics]
+                    + [_num(prow.time_s, 3)] if prow else ["–"] * (2 + len(paper_metrics)))
+        rows.append(row)
+    return _table(header, rows)
+
+
+def reference_table(rows: list[PaperRow]) -> str:
+    """The published rows of a task, grouped by dataset and setting."""
+    metrics = sorted({m for r in rows for m in r.metrics})
+    header = ["dataset", "setting", "Model", "#Params"] + metrics + ["Time s/batch"]
+    body = [[r.dataset, r.setting, r.cell, r.params] + [_num(r.metrics.get(m)) for m in metrics]
+            + [_num(r.time_s, 3)] for r in rows]
+    return _table(header, body, right_from=3)
+
+
+# ------------------------------------------------------------------ figures
+def _save_small_png(source: Path, target: Path) -> Path:
+    """Copy a PNG, scaled down to MAX_FIGURE_WIDTH pixels wide and palette-quantised if that
+    keeps it readable (keeps the committed report small)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        if image.width > MAX_FIGURE_WIDTH:
+            height = round(image.height * MAX_FIGURE_WIDTH / image.width)
+            image = image.resize((MAX_FIGURE_WIDTH, height), Image.LANCZOS)
+        image.quantize(colors=128).save(target, optimize=True)
+    return target
+
+
+def _learning_curves(runs: list[Run], path: Path, title: str) -> Path | None:
+    """Validation primary metric against step, one line per run that kept a log.json."""
+    from lrn.analysis.figures import plot_curves
+
+    primary = _primary_metric(runs[0].results["task"])
+    curves = {}
+    for run in runs:
+        log = run.path.parent / "log.json"
+        if run.path.name != "results.json" or not log.is_file() or primary is None:
+            continue
+        evals = [e for e in _read_json(log).get("evals", []) if e.get("metrics")]
+        points = [(e["step"], e["metrics"][primary]) for e in evals if primary in e["metrics"]]
+        if points:
+            curves[run.results["cell"]] = points
+    if not curves:
+        return None
+    return plot_curves(curves, path, title, xlabel="step", ylabel=f"valid {primary}")
+
+
+# ------------------------------------------------------------------ assembly
+def _group_runs(runs: list[Run]) -> dict[tuple, list[Run]]:
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        r = run.results
+        groups[(r["task"], run.dataset or "?", r.get("preset", "?"), r.get("device", "?"))].append(run)
+    return dict(sorted(groups.items()))
+
+
+def _slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(parts)).strip("-").lower()
+
+
+def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
+    task, dataset, preset, device = key
+    out = [f"### {TASK_TITLES.get(task, task)}: {dataset}, preset {preset}, {device}", ""]
+    out.append(task_table(runs))
+    published = paper_rows(task)
+    matched = any(_paper_row(r) for r in runs)
+    if matched:
+        out.append("Paper columns: the published result of the same cell, dataset and setting; "
+                   "the paper's times are seconds per training batch on the authors' GPU with "
+                   "their batch sizes, so compare times between cells, not with ours.")
+    elif published:
+        names = ", ".join(sorted({r.dataset for r in published}))
+        out += [f"The paper reports this task on {names}, not on {dataset}: its numbers are listed "
+                "for reference only, not as a comparison.", "", reference_table(published)]
+    if task == "mt" and published:
+        out += ["", "Paper decoding time (ms per sentence, newstest2014): "
+                + ", ".join(f"{c} {v:.2f}" for c, v in PAPER_MT_DECODE_MS.items()) + "."]
+    png = _learning_curves(runs, figures / f"curves-{_slug(task, dataset, preset, device)}.png",
+                           f"{task} {dataset} ({preset})")
+    if png is not None:
+        out += ["", f"![validation curves]({png.parent.name}/{png.name})"]
+    times = [r.results.get("time_per_batch_s") for r in runs if r.results.get("time_per_batch_s")]
+    if len(times) > 1:
+        out += ["", f"Median time per batch over these runs: {statistics.median(times):.4f} s."]
+    return out + [""]
+
+
+def _bench_section(index: int, path: Path, bench: dict, figures: Path) -> list[str]:
+    from lrn.bench import format_markdown, plot_report
+
+    config = bench["config"]
+    out = [f"### Speed: {config['device']} {config['dtype']} ({path.name})", "", format_markdown(bench)]
+    raw = figures / f".bench-{index}-full.png"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_report(bench, raw)
+    png = _save_small_png(raw, figures / f"bench-{index}.png")
+    raw.unlink()
+    return out + [f"![speed and memory]({figures.name}/{png.name})", ""]
+
+
+def _analysis_section(index: int, path: Path, obj: dict, figures: Path) -> list[str]:
+    source = path.parent / obj["figure"]
+    out = [f"### {obj.get('title', obj['kind'])}", ""]
+    if obj["kind"] == "lrn.analysis.gradients":
+        for group in obj["groups"]:
+            available = group["flows"][0]["distances"]
+            # the measured distances nearest to 1, 10, 30, 100 (they are log-spaced)
+            marks = sorted({min(available, key=lambda d: abs(math.log(d / want)))
+                            for want in (1, 10, 30, 100) if want <= max(available)})
+            header = ["cell"] + [f"‖∂h_T/∂x_t‖ at T−t={d}" for d in marks]
+            rows = [[f["label"]] + [f"{f['input_norms'][f['distances'].index(d)]:.2e}" for d in marks]
+                    for f in group["flows"]]
+            out += [f"{group['title']}:", "", _table(header, rows)]
+    else:
+        out += [f"Run `{obj['run']}` ({obj['cell']}), text: “{obj['text']}”", "",
+                "Top tokens of the final state: "
+                + ", ".join(f"{t['token']} ({t['weight']:.3f})" for t in obj["top_tokens"]) + "."]
+        if obj.get("unfolding_gap") is not None:
+            out += ["", "Relative error of the paper's gate-only unfolding (tanh ignored) on this "
+                    f"text: {obj['unfolding_gap']:.3f} (the folded weights are exact)."]
+    if source.is_file():
+        png = _save_small_png(source, figures / f"analysis-{index}-{source.name}")
+        out += ["", f"![{obj['kind']}]({figures.name}/{png.name})"]
+    return out + [""]
+
+
+def _machine_section(found: Found) -> list[str]:
+    from lrn.bench import machine_info
+    import torch
+
+    here = machine_info(torch.device("cpu"))
+    out = ["## Machine and versions", "",
+           f"Report assembled on: {here['cpu_model']}, {here['usable_cpus']} usable CPUs, "
+           f"torch {here['versions'].get('torch')}, numba {here['versions'].get('numba')}, "
+           f"python {here['python']}, {here['date_utc']}.", ""]
+    devices = sorted({r.results.get("device", "?") for r in found.runs})
+    if devices:
+        out += [f"Training runs ran on: {', '.join(devices)}.", ""]
+    for path, bench in found.benches:
+        m = bench["machine"]
+        out.append(f"- `{path.name}`: {m.get('gpu') or m.get('cpu_model')}, {m.get('usable_cpus')} CPUs, "
+                   f"{m.get('torch_threads')} threads, load {m.get('load_average')}, "
+                   + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
+                   + f", {m.get('date_utc')}")
+    return out + [""]
+
+
+def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch reproduction report") -> dict:
+    """Write ``out_dir/report.md`` and ``out_dir/report.html`` (+ ``out_dir/figures/``);
+    returns what went in (counts)."""
+    found = collect([Path(r) for r in roots])
+    if not (found.runs or found.benches or found.analyses):
+        raise ValueError(f"--runs: no results.json, compare.json, bench or analysis JSON under "
+                         f"{', '.join(map(str, roots))}")
+    out_dir = Path(out_dir)
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for stale in figures.glob("*.png"):  # figures of an earlier report in the same place
+        stale.unlink()
+    now = datetime.now(timezone.utc).isoformat(timespec="minutes")
+    lines = [f"# {title}", "",
+             f"Assembled by `lrn report` on {now} from {len(found.runs)} runs, "
+             f"{len(found.benches)} speed reports and {len(found.analyses)} analyses.", "",
+             f"Published numbers: {CITATION}.", ""]
+    if found.runs:
+        lines += ["## Results per task", "",
+                  "Ours: test metrics of each run's best validation checkpoint; Time s/batch is the "
+                  "median wall time of a training step on the machine below.", ""]
+        for key, runs in _group_runs(found.runs).items():
+            lines += _task_section(key, runs, figures)
+    if found.benches:
+        lines += ["## Speed", ""]
+        for i, (path, bench) in enumerate(found.benches):
+            lines += _bench_section(i, path, bench, figures)
+    if found.analyses:
+        lines += ["## Analyses", ""]
+        for i, (path, obj) in enumerate(found.analyses):
+            lines += _analysis_section(i, path, obj, figures)
+    lines += _machine_section(found)
+    text = "\n".join(lines)
+    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    (out_dir / "report.html").write_text(to_html(text, out_dir, title), encoding="utf-8")
+    return {"runs": len(found.runs), "benches": len(found.benches), "analyses": len(found.analyses)}
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+          "color:#222}table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
+          "th,td{border:1px solid #ccc;padding:2px 6px}th{background:#f3f3f3}img{max-width:100%}")
+
+
+def to_html(text: str, base: Path, title: str) -> str:
+    """The Markdown report as one HTML file: images embedded as base64 data URIs."""
+    def embed(match: re.Match) -> str:
+        data = base64.b64encode((base / match.group(2)).read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    body = markdown.markdown(_IMAGE.sub(embed, text), extensions=["tables"])
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")

@@ -1,0 +1,148 @@
+"""Analyses of trained runs: find a model's recurrent layers, capture what they read, measure them.
+
+Nothing here knows a task's model: every task builds its recurrent layers with
+``lrn.make_rnn`` (a ``Recurrent``), so a forward pre-hook on those modules captures the
+exact (x, hx, lengths) each one receives while the task's own code runs the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from lrn.analysis.gradients import GradientFlow, measure_gradient_flow
+from lrn.modules import ATR, LRN, SRU, Recurrent, make_rnn
+
+
+@dataclass
+class RecurrentCall:
+    module: Recurrent
+    x: Tensor  # (T, B, in), time-major
+    hx: object
+    lengths: Tensor | None
+
+
+def capture_recurrent_calls(model: nn.Module, run: Callable[[], object]) -> list[RecurrentCall]:
+    """Every call of a ``Recurrent`` inside ``model`` while ``run()`` executes, in order."""
+    calls: list[RecurrentCall] = []
+
+    def hook(module, args, kwargs):
+        bound = dict(zip(("x", "hx", "lengths"), args)) | kwargs
+        x = bound["x"].detach()
+        calls.append(RecurrentCall(module, x.transpose(0, 1) if module.batch_first else x,
+                                   bound.get("hx"), bound.get("lengths")))
+
+    recurrent = [m for m in model.modules() if isinstance(m, Recurrent)]
+    if not recurrent:
+        raise ValueError(f"{type(model).__name__} has no recurrent layer made by lrn.make_rnn")
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in recurrent]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def first_layer_forward(rnn: Recurrent, *, trained: bool = True) -> Recurrent:
+    """A one-layer, forward-only copy of ``rnn``'s first layer, the same cell and options, with
+    its trained weights (or freshly initialised ones), the reverse direction and deeper layers
+    dropped, so that h_T and s_t are well defined."""
+    inner = rnn.rnn
+    kwargs: dict = {}
+    if isinstance(inner, (LRN, ATR, SRU)):
+        kwargs["layer_norm"] = inner.layer_norm
+    if isinstance(inner, LRN):
+        kwargs |= {"activation": inner.activation, "recurrent_gates": inner.recurrent_gates}
+    copy = make_rnn(rnn.cell, inner.input_size, inner.hidden_size, **kwargs)
+    if not trained:
+        return copy.to(next(rnn.parameters()).device)
+    weights = rnn.state_dict()
+    copy.load_state_dict({k: weights[k] for k in copy.state_dict()})
+    return copy.to(next(rnn.parameters()).device)
+
+
+def crop_common_length(x: Tensor, lengths: Tensor | None, sequences: int, max_length: int) -> Tensor:
+    """(T', N, in): the ``sequences`` longest sequences of x (T, B, in), cut to the shortest of
+    them (at most ``max_length``), so that every step is a real token."""
+    T, B, _ = x.shape
+    lengths = torch.full((B,), T) if lengths is None else lengths.cpu()
+    order = torch.argsort(lengths, descending=True)[:sequences]
+    common = min(int(lengths[order].min()), max_length)
+    if common < 3:
+        raise ValueError(f"the captured batch has no {sequences} sequences of 3+ steps")
+    return x[:common, order.to(x.device)]
+
+
+def trained_flows(run_dir: str | Path, *, sequences: int, max_length: int,
+                  seed: int = 0) -> tuple[str, list[GradientFlow]]:
+    """Gradient flow of a run's first recurrent layer (forward direction), trained and freshly
+    initialised, on the inputs that layer receives from one real training batch."""
+    from lrn.train import load_run
+
+    task, config, data, model = load_run(run_dir)
+    batches = task.train_batches(data, config, epoch=0)
+    batch = next(iter(batches))
+    calls = capture_recurrent_calls(model, lambda: task.loss(model, batch, torch.device("cpu")))
+    call = calls[0]
+    x = crop_common_length(call.x, call.lengths, sequences, max_length).double()
+    trained = first_layer_forward(call.module).double().eval()
+    torch.manual_seed(seed)
+    fresh = first_layer_forward(call.module, trained=False).double().eval()
+    H = trained.rnn.hidden_size
+    label = f"{task.name} {call.module.cell}"
+    title = f"{label}: first layer on a real batch (T={x.shape[0]}, N={x.shape[1]}, H={H})"
+    return title, [measure_gradient_flow(trained, x, H, f"{label} trained"),
+                   measure_gradient_flow(fresh, x, H, f"{label} at init")]
+
+
+def _ner_runner(task, config, data, model, text: str):
+    from lrn.tasks.ner import Sentence
+
+    tokens = text.split()
+    sentence = Sentence(tokens, ["O"] * len(tokens))
+    return tokens, lambda: task.predict(model, data, [sentence], config, torch.device("cpu"))
+
+
+#: task name -> (task, config, data, model, text) -> (tokens, run): how each task reads raw text
+TEXT_RUNNERS: dict[str, Callable] = {"ner": _ner_runner}
+
+
+def text_token_weights(run_dir: str | Path, text: str, *, layer: int = 0) -> dict:
+    """Per-token weights of the final state(s) of a run's LRN layer on ``text``: the forward
+    direction's state after the last token and, if bidirectional, the backward direction's
+    state after the first.  Returns tokens, one weight row per direction, and the relative
+    error of the gate-only (tanh-ignoring) unfolding on this text."""
+    from lrn.analysis.weights import layer_token_weights
+    from lrn.train import load_run
+
+    task, config, data, model = load_run(run_dir)
+    if task.name not in TEXT_RUNNERS:
+        raise ValueError(f"analyze weights reads raw text for {', '.join(sorted(TEXT_RUNNERS))} runs, "
+                         f"not {task.name}")
+    tokens, run = TEXT_RUNNERS[task.name](task, config, data, model, text)
+    if not tokens:
+        raise ValueError("--text: no tokens in the text")
+    calls = capture_recurrent_calls(model, run)
+    call = next((c for c in calls if isinstance(c.module.rnn, LRN) and c.x.shape[:2] == (len(tokens), 1)),
+                None)
+    if call is None:
+        cells = sorted({c.module.cell for c in calls})
+        raise ValueError(f"{run_dir}: no LRN layer reads one step per token (cells: {', '.join(cells)}); "
+                         "token weights exist for lrn and olrn runs")
+    x = call.x.transpose(0, 1) if call.module.batch_first else call.x
+    exact = layer_token_weights(call.module, x, call.hx, call.lengths, layer=layer)
+    loose = layer_token_weights(call.module, x, call.hx, call.lengths, layer=layer, fold_activation=False)
+    h = exact.reconstruct()  # the layer's output (exact by construction, see the tests)
+    gap = float((loose.reconstruct() - h).norm() / h.norm().clamp_min(1e-300))
+    summary = exact.summary[:, 0]  # (D, T, T)
+    rows = {"forward state after the last token": summary[0, -1].tolist()}
+    if summary.shape[0] == 2:
+        rows["backward state after the first token"] = summary[1, 0].tolist()
+    return {"task": task.name, "cell": call.module.cell, "tokens": tokens, "rows": rows,
+            "unfolding_gap": gap, "layer": layer}

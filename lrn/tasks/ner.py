@@ -1,0 +1,370 @@
+"""Named entity recognition on CoNLL-2003 (the paper's NER task).
+
+Model as in Lample et al. (2016): word embeddings (optionally GloVe), character
+features per word, a bidirectional recurrent layer of the chosen cell and a
+linear-chain CRF.  Tags are read as IOB1, IOB2 or IOBES, normalised to IOB2,
+and trained in IOBES (Lample et al.'s choice) with the CRF forbidding
+ill-formed transitions; predictions are written and scored in IOB2.
+Metric: conlleval's entity-level precision / recall / F1 (see ``conll_scores``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from seqeval.metrics.sequence_labeling import get_entities
+from torch import nn
+from tqdm import tqdm
+
+from lrn.modules.crf import CRF
+from lrn.tasks.base import DataError, Task, register
+from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets, load_glove,
+                            make_rnn_from_spec, pad_batch, pad_chars)
+
+SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+_TAG_RE = re.compile(r"^(O|[BIES]-\S+)$")
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class Sentence:
+    tokens: list[str]
+    tags: list[str]  # IOB2
+
+
+def read_conll(path: str | Path) -> list[Sentence]:
+    """Sentences of a CoNLL file: ``token ... tag`` per line (2 columns, or the
+    4-column CoNLL-2003 original), blank lines between sentences, ``-DOCSTART-``
+    lines skipped.  Tags (IOB1, IOB2 or IOBES) are returned as IOB2."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path)
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+
+    def flush():
+        if tokens:
+            sentences.append(Sentence(list(tokens), to_iob2(tags)))
+            tokens.clear()
+            tags.clear()
+
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                flush()
+                continue
+            if fields[0] == "-DOCSTART-":
+                flush()
+                continue
+            if len(fields) < 2:
+                raise DataError(f"expected 'token tag', got {line.strip()!r}", path, lineno)
+            if not _TAG_RE.match(fields[-1]):
+                raise DataError(f"bad tag {fields[-1]!r} (expected O, B-X, I-X, E-X or S-X)",
+                                path, lineno)
+            tokens.append(fields[0])
+            tags.append(fields[-1])
+    flush()
+    if not sentences:
+        raise DataError("no sentences", path)
+    return sentences
+
+
+def to_iob2(tags: Sequence[str]) -> list[str]:
+    """IOB1, IOB2 or IOBES -> IOB2 with the same conlleval chunks: a chunk's first
+    tag becomes B-, the others I-."""
+    return [("B-" if start else "I-") + typ if typ else "O"
+            for (start, typ) in _chunk_starts(tags)]
+
+
+def _chunk_starts(tags: Sequence[str]) -> list[tuple[bool, str]]:
+    """(starts a chunk, type) per tag, from the conlleval chunks of ``tags``."""
+    out = [(False, "")] * len(tags)
+    for typ, begin, end in get_entities(list(tags)):
+        for i in range(begin, end + 1):
+            out[i] = (i == begin, typ)
+    return out
+
+
+def iob2_to_iobes(tags: Sequence[str]) -> list[str]:
+    out = []
+    for i, tag in enumerate(tags):
+        nxt = tags[i + 1] if i + 1 < len(tags) else "O"
+        continues = nxt.startswith("I-")
+        if tag.startswith("B-"):
+            out.append(tag if continues else "S-" + tag[2:])
+        elif tag.startswith("I-"):
+            out.append(tag if continues else "E-" + tag[2:])
+        else:
+            out.append(tag)
+    return out
+
+
+# --------------------------------------------------------------------------- metric
+
+def conll_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level precision, recall and F1 (percent), micro-averaged ('precision',
+    'recall', 'f1') and per type ('f1_PER', ...), with conlleval's semantics.
+
+    Chunks come from seqeval's default-mode ``get_entities``, which for IOB1/IOB2
+    input is conlleval's endOfChunk/startOfChunk exactly (an I-X after O or after
+    another type starts a chunk, B-X always starts one, a type change ends one;
+    sentence boundaries end chunks).  A predicted chunk is correct when its type,
+    first and last token all equal a gold chunk's; P = 0 when nothing is
+    predicted, R = 0 when nothing is gold, F1 = 0 when P + R = 0 (as conlleval).
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    gold_chunks: set[tuple[int, str, int, int]] = set()
+    pred_chunks: set[tuple[int, str, int, int]] = set()
+    for s, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {s}: {len(g)} gold tags but {len(p)} predicted")
+        gold_chunks.update((s, *c) for c in get_entities(list(g)))
+        pred_chunks.update((s, *c) for c in get_entities(list(p)))
+    correct = gold_chunks & pred_chunks
+
+    def prf(n_correct: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
+        precision = 100.0 * n_correct / n_pred if n_pred else 0.0
+        recall = 100.0 * n_correct / n_gold if n_gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return precision, recall, f1
+
+    scores = dict(zip(("precision", "recall", "f1"),
+                      prf(len(correct), len(pred_chunks), len(gold_chunks))))
+    by_type = [Counter(c[1] for c in chunks) for chunks in (correct, pred_chunks, gold_chunks)]
+    for typ in sorted(set(by_type[1]) | set(by_type[2])):
+        p, r, f = prf(by_type[0][typ], by_type[1][typ], by_type[2][typ])
+        scores.update({f"precision_{typ}": p, f"recall_{typ}": r, f"f1_{typ}": f})
+    return scores
+
+
+# ---------------------------------------------------------------------------- model
+
+def normalise_word(token: str) -> str:
+    """Word-embedding key: lower-cased, digits as 0 (case stays visible to the
+    character features)."""
+    return re.sub(r"\d", "0", token.lower())
+
+
+def transition_constraints(tags: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Allowed IOBES transitions (K, K) [from, to], allowed first and last tags (K,)."""
+    def inside(tag: str) -> bool:  # B-X or I-X: the chunk must go on with I-X or E-X
+        return tag[:2] in ("B-", "I-")
+
+    def ok(a: str, b: str) -> bool:
+        if inside(a):
+            return b[:2] in ("I-", "E-") and a[2:] == b[2:]
+        return b == "O" or b[:2] in ("B-", "S-")
+
+    allowed = torch.tensor([[ok(a, b) for b in tags] for a in tags])
+    start = torch.tensor([t == "O" or t[:2] in ("B-", "S-") for t in tags])
+    end = torch.tensor([t == "O" or t[:2] in ("E-", "S-") for t in tags])
+    return allowed, start, end
+
+
+class NERModel(nn.Module):
+    def __init__(self, config: dict[str, Any], num_words: int, num_chars: int,
+                 tags: Sequence[str], cell: str):
+        super().__init__()
+        self.embed = WordCharEmbedding(num_words, num_chars, word_dim=config["word_dim"],
+                                       char_dim=config["char_dim"], char_out=config["char_out"],
+                                       dropout=config["dropout"])
+        self.rnn = make_rnn_from_spec(cell, self.embed.output_size, config["hidden_size"],
+                                      num_layers=config["num_layers"], bidirectional=True,
+                                      dropout=config["dropout"] if config["num_layers"] > 1 else 0.0,
+                                      layer_norm=config["layer_norm"])
+        self.dropout = nn.Dropout(config["dropout"])
+        self.project = nn.Linear(self.rnn.output_size, len(tags))
+        self.crf = CRF(len(tags), *transition_constraints(tags))
+
+    def emissions(self, words: torch.Tensor, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embed(words, chars)  # (T, B, E)
+        h, _ = self.rnn(x, lengths=lengths)  # (T, B, 2H)
+        return self.project(self.dropout(h))  # (T, B, K)
+
+    def decode(self, words, chars, lengths) -> torch.Tensor:
+        return self.crf.decode(self.emissions(words, chars, lengths), lengths)[0]  # (T, B)
+
+
+# ----------------------------------------------------------------------------- task
+
+@dataclass
+class Batch:
+    words: torch.Tensor  # (T, B)
+    chars: torch.Tensor  # (T, B, L)
+    lengths: torch.Tensor  # (B,)
+    tags: torch.Tensor  # (T, B)
+    index: list[int]  # example indices in the split
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.words.to(device), self.chars.to(device), self.lengths.to(device),
+                     self.tags.to(device), self.index)
+
+
+@dataclass
+class NERData:
+    words: Vocab
+    chars: Vocab
+    tags: list[str]  # IOBES tag set, CRF order
+    splits: dict[str, list[Sentence]]
+    singletons: set[int]  # word ids seen once in train (randomly replaced by <unk>)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(word_dim=16, char_dim=8, char_out=16, hidden_size=16, num_layers=1,
+                 dropout=0.1, batch_size=8, lr=5e-3, optimizer="adam", clip=5.0,
+                 max_epochs=30, eval_every=0, max_chars=15, unk_replace=0.0, embeddings=None),
+    # Lample et al.'s sizes, Adam and batches of 32 so that a few epochs fit in ~10 minutes.
+    "small": dict(word_dim=100, char_dim=25, char_out=50, hidden_size=100, num_layers=1,
+                  dropout=0.5, batch_size=32, lr=2e-3, optimizer="adam", clip=5.0,
+                  max_epochs=8, eval_every=200, max_chars=20, unk_replace=0.5, embeddings=None),
+    # Lample et al. 2016 (as used by the LRN paper): SGD 0.01, batch 1 -> here 10 (Ma & Hovy),
+    # 100-d GloVe when --embeddings is given.
+    "paper": dict(word_dim=100, char_dim=25, char_out=50, hidden_size=100, num_layers=1,
+                  dropout=0.5, batch_size=10, lr=0.015, optimizer="sgd", clip=5.0,
+                  max_epochs=50, eval_every=1000, max_chars=20, unk_replace=0.5, embeddings=None),
+}
+
+
+@register
+class NERTask(Task):
+    name = "ner"
+    metrics = ("f1", "precision", "recall")
+    primary_metric = "f1"
+    higher_is_better = True
+
+    def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
+        if preset not in PRESETS:
+            raise ValueError(f"ner: unknown preset {preset!r} (choose from {sorted(PRESETS)})")
+        return dict(PRESETS[preset], layer_norm=False, seed=0)
+
+    def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> NERData:
+        data_dir = Path(data_dir)
+        splits = {split: read_conll(data_dir / name) for split, name in SPLIT_FILES.items()}
+        if vocab is None:
+            train = splits["train"]
+            counts = Counter(normalise_word(t) for s in train for t in s.tokens)
+            words = Vocab.build(counts.elements())
+            chars = Vocab.build(c for s in train for t in s.tokens for c in t)
+            tags = sorted({t for s in train for t in iob2_to_iobes(s.tags)})
+            singletons = {words.index(w) for w, c in counts.items() if c == 1}
+        else:
+            words, chars = Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"])
+            tags, singletons = list(vocab["tags"]), set()
+        unknown = {t for s in splits["train"] for t in iob2_to_iobes(s.tags)} - set(tags)
+        if unknown:
+            raise DataError(f"tags {sorted(unknown)} are not in the checkpoint's tag set",
+                            data_dir / SPLIT_FILES["train"])
+        # valid/test may hold entity types never seen in training: they count as misses.
+        return NERData(words, chars, tags, splits, singletons)
+
+    def vocab_state(self, data: NERData) -> dict:
+        return {"words": data.words.state_dict(), "chars": data.chars.state_dict(), "tags": data.tags}
+
+    def build_model(self, config: dict[str, Any], data: NERData, cell: str) -> nn.Module:
+        model = NERModel(config, len(data.words), len(data.chars), data.tags, cell)
+        if config.get("embeddings"):
+            weights, found = load_glove(config["embeddings"], data.words, config["word_dim"])
+            model.embed.words.weight.data.copy_(weights)
+            print(f"ner: {found}/{len(data.words)} words initialised from {config['embeddings']}",
+                  file=sys.stderr)
+        return model
+
+    def make_batch(self, data: NERData, sentences: Sequence[Sentence], index: list[int],
+                   config: dict[str, Any], rng: random.Random | None = None) -> Batch:
+        tag_id = {t: i for i, t in enumerate(data.tags)}
+        word_ids, chars, tags = [], [], []
+        for s in sentences:
+            ids = data.words.encode(normalise_word(t) for t in s.tokens)
+            if rng is not None and config["unk_replace"] > 0:
+                # Lample et al.: singletons become <unk> with probability p, so <unk> is trained.
+                ids = [data.words.unk_id if i in data.singletons and rng.random() < config["unk_replace"]
+                       else i for i in ids]
+            word_ids.append(ids)
+            chars.append(char_ids(s.tokens, data.chars, config["max_chars"]))
+            tags.append([tag_id.get(t, 0) for t in iob2_to_iobes(s.tags)])
+        words, lengths = pad_batch(word_ids, data.words.pad_id)
+        return Batch(words, pad_chars(chars, data.chars.pad_id), lengths,
+                     pad_batch(tags, 0)[0], index)
+
+    def train_batches(self, data: NERData, config: dict[str, Any], *, epoch: int, rank: int = 0,
+                      world_size: int = 1) -> Iterator[Batch]:
+        train = data.splits["train"]
+        seed = config["seed"] * 1000003 + epoch
+        buckets = length_buckets([len(s.tokens) for s in train], config["batch_size"],
+                                 shuffle=True, seed=seed)
+        rng = random.Random(seed + rank)
+        for index in buckets[rank::world_size]:
+            yield self.make_batch(data, [train[i] for i in index], index, config, rng)
+
+    def loss(self, model: NERModel, batch: Batch, device: torch.device) -> tuple[torch.Tensor, int]:
+        batch = batch.to(device)
+        emissions = model.emissions(batch.words, batch.chars, batch.lengths)
+        nll = model.crf.nll(emissions, batch.tags, batch.lengths)  # (B,)
+        return nll.mean(), int(batch.lengths.sum())
+
+    @torch.no_grad()
+    def predict(self, model: NERModel, data: NERData, sentences: Sequence[Sentence],
+                config: dict[str, Any], device: torch.device, progress: bool = False) -> list[list[str]]:
+        """IOB2 tags of every sentence, in order."""
+        was_training = model.training
+        model.eval()
+        out: list[list[str]] = [[] for _ in sentences]
+        buckets = length_buckets([len(s.tokens) for s in sentences], config["batch_size"] * 4,
+                                 shuffle=False)
+        for index in tqdm(buckets, desc="ner: tagging", disable=not progress, leave=False):
+            batch = self.make_batch(data, [sentences[i] for i in index], index, config).to(device)
+            tags = model.decode(batch.words, batch.chars, batch.lengths).cpu()  # (T, B)
+            for b, i in enumerate(index):
+                n = int(batch.lengths[b])
+                out[i] = to_iob2([data.tags[k] for k in tags[:n, b].tolist()])
+        model.train(was_training)
+        return out
+
+    def evaluate(self, model: NERModel, data: NERData, split: str, config: dict[str, Any],
+                 device: torch.device) -> dict[str, float]:
+        sentences = data.splits[split]
+        pred = self.predict(model, data, sentences, config, device)
+        return conll_scores([s.tags for s in sentences], pred)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def read_raw(path: Path) -> list[Sentence]:
+    """Whitespace-tokenised text, one sentence per line (blank lines skipped)."""
+    if not path.is_file():
+        raise DataError("file not found", path)
+    with path.open(encoding="utf-8") as f:
+        return [Sentence(line.split(), ["O"] * len(line.split())) for line in f if line.split()]
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from lrn.train import load_run  # engine: (task, config, data-with-vocab, model) of a run
+
+    task, config, data, model = load_run(args.run_dir, device=args.device)
+    sentences = read_raw(Path(args.input))
+    tags = task.predict(model, data, sentences, config, torch.device(args.device), progress=True)
+    for s, t in zip(sentences, tags):
+        sys.stdout.write("".join(f"{tok} {tag}\n" for tok, tag in zip(s.tokens, t)) + "\n")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """``lrn predict ner RUN_DIR --input FILE``."""
+    p = subparsers.add_parser("ner", help="tag raw text (one whitespace-tokenised sentence per line)")
+    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
+    p.add_argument("--input", required=True, help="text file, one sentence per line")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=predict_command)

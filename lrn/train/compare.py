@@ -1,0 +1,65 @@
+"""``lrn compare``: the same task and settings for several cells, and a paper-style table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from lrn.modules import parse_cell_spec
+from lrn.tasks import get_task
+from lrn.train.checkpoint import atomic_write_json, atomic_write_text
+from lrn.train.engine import train
+
+
+def cell_dir_name(cell: str) -> str:
+    """A directory name for a cell spec: 'lrn:activation=identity' -> 'lrn-activation=identity'."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", cell).strip("-")
+
+
+def compare(task: str, data_dir: str | Path | None, cells: list[str], *, out_dir: str | Path,
+            **train_kwargs: Any) -> dict[str, Any]:
+    """Train every cell of ``cells`` with identical settings into ``out_dir/<cell>/``;
+    write ``compare.md`` and ``compare.json``; returns compare.json's content."""
+    if not cells:
+        raise ValueError("--cells: give at least one cell")
+    if len(set(cells)) != len(cells):
+        raise ValueError(f"--cells lists a cell twice: {','.join(cells)}")
+    for cell in cells:  # every spec is checked before the first run starts
+        parse_cell_spec(cell)
+    task_obj = get_task(task)
+    out_dir = Path(out_dir)
+    runs = [train(task_obj, data_dir, cell, out_dir=out_dir / cell_dir_name(cell), **train_kwargs)
+            for cell in cells]
+    summary = {"task": task_obj.name, "metric": task_obj.primary_metric,
+               "higher_is_better": task_obj.higher_is_better, "runs": runs}
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return summary  # only rank 0 writes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "compare.json", summary)
+    atomic_write_text(out_dir / "compare.md", markdown_table(summary))
+    return summary
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """Model | #Params | test metric | Time s/batch, one row per run, as in the paper's tables."""
+    metric = summary["metric"]
+    lines = [f"| Model | #Params | test {metric} | valid {metric} | Time s/batch | steps |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for run in summary["runs"]:
+        test = run["metrics"]["test"][metric]
+        valid = (run["metrics"]["valid"] or {}).get(metric, float("nan"))
+        per_batch = run["time_per_batch_s"]
+        lines.append(f"| {run['cell']} | {format_params(run['params'])} | {test:.4g} | {valid:.4g} | "
+                     f"{'-' if per_batch is None else f'{per_batch:.4f}'} | {run['steps']} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_params(n: int) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)

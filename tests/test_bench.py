@@ -1,0 +1,130 @@
+"""Smoke tests of ``lrn bench``: report structure, derived figures, outputs.  No timing assertions:
+speed is measured by the benchmark, never asserted in tests."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from lrn.bench import (
+    BenchConfig,
+    add_cli,
+    evaluate_targets,
+    format_markdown,
+    parse_shapes,
+    plot_report,
+    recurrence_bytes,
+    run_bench,
+)
+from lrn.functional import resolve_backend
+
+TINY = [(2, 4, 8), (2, 6, 8), (3, 4, 8)]  # (B, T, H): two values of T at B=2, two of B at T=4
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report():
+    config = BenchConfig(shapes=TINY, cells=["lstm", "gru", "lrn"], backends=["reference"],
+                         repeats=1, warmup=1)
+    return run_bench(config, progress=False)
+
+
+def test_report_structure(report):
+    assert report["config"]["impls"] == ["lstm", "gru", "lrn[reference]"]
+    assert report["copy_gbps"] > 0
+    assert {"cpu_model", "torch_threads", "versions", "date_utc"} <= report["machine"].keys()
+    assert [(r["B"], r["T"], r["H"]) for r in report["results"]] == TINY
+    for result in report["results"]:
+        assert result["errors"] == {}
+        impls = result["impls"]
+        assert set(impls) == {"lstm", "gru", "lrn[reference]"}
+        for entry in impls.values():
+            for mode in ("forward", "train"):
+                assert entry[f"{mode}_ms"] > 0 and len(entry[f"{mode}_samples_ms"]) == 1
+                assert entry[f"{mode}_peak_mb"] >= 0
+        assert impls["lstm"]["train_ratio"]["lstm"] == 1.0
+        assert impls["gru"]["forward_ratio"]["gru"] == 1.0
+        lrn = impls["lrn[reference]"]
+        assert lrn["train_ratio"]["lstm"] == pytest.approx(lrn["train_ms"] / impls["lstm"]["train_ms"])
+        assert lrn["matmul_share"]["train"] == pytest.approx(result["matmul"]["train_ms"] / lrn["train_ms"])
+        assert lrn["layer_over_matmul"]["forward"] * lrn["matmul_share"]["forward"] == pytest.approx(1.0)
+        moved = recurrence_bytes(result["B"], result["T"], result["H"], 4)
+        assert lrn["recurrence"]["bytes"] == moved
+        assert lrn["recurrence"]["train_gbps"] == pytest.approx(
+            moved["train"] / lrn["recurrence"]["train_ms"] / 1e6)
+    json.loads(json.dumps(report))  # the report is plain JSON
+
+
+def test_recurrence_bytes_by_hand():
+    # B=2, T=4, H=8, float32: forward reads 3H gates and writes H outputs per (t, b):
+    # 8 * 32 * 4 bytes = 1024; backward moves 8H per (t, b): 8 * 64 * 4 = 2048 more.
+    assert recurrence_bytes(2, 4, 8, 4) == {"forward": 1024, "train": 3072}
+
+
+def test_plot_and_markdown(report, tmp_path):
+    path = tmp_path / "bench.png"
+    plot_report(report, path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    table = format_markdown(report)
+    assert table.count("| lrn[reference] |") == 2 * len(TINY)  # main table and parts table
+
+
+def test_cli_writes_json_plot_and_markdown(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args([
+        "bench", "--shapes", "2,4,8;3,4,8", "--cells", "gru,lrn", "--backends", "reference",
+        "--repeats", "1", "--warmup", "0", "--no-memory", "--out", str(tmp_path / "r.json"),
+        "--plot", str(tmp_path / "r.png"), "--markdown", str(tmp_path / "r.md")])
+    assert args.func(args) == 0
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["B"], r["T"], r["H"]) for r in saved["results"]] == [(2, 4, 8), (3, 4, 8)]
+    assert "train_peak_mb" not in saved["results"][0]["impls"]["gru"]
+    assert (tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| gru |" in (tmp_path / "r.md").read_text()
+
+
+def test_parse_shapes():
+    assert parse_shapes("32,128,256; 16,1024,256;") == [(32, 128, 256), (16, 1024, 256)]
+    for bad in ("32,128", "32,0,256", "a,b,c", ";"):
+        with pytest.raises(ValueError, match="--shapes"):
+            parse_shapes(bad)
+
+
+@pytest.mark.parametrize("config, message", [
+    (BenchConfig(cells=["lstm", "rnn"]), "--cells: unknown rnn"),
+    (BenchConfig(dtype="int8"), "--dtype"),
+    (BenchConfig(repeats=0), "--repeats"),
+    (BenchConfig(cells=["lrn"], backends=["nope"]), "--backends: 'nope'"),
+])
+def test_bad_config(config, message):
+    with pytest.raises(ValueError, match=message):
+        run_bench(config, progress=False)
+
+
+def test_targets_hand_worked():
+    lrn = f"lrn[{resolve_backend('auto', torch.device('cpu'), torch.float32)}]"
+
+    def entry(train_ms, forward_ms, peak_mb, **extra):
+        return {"train_ms": train_ms, "forward_ms": forward_ms, "train_peak_mb": peak_mb,
+                "train_ratio": {"lstm": train_ms / 100, "gru": train_ms / 80},
+                "forward_ratio": {"lstm": forward_ms / 20, "gru": forward_ms / 30}, **extra}
+
+    result = {"B": 32, "T": 128, "H": 256, "impls": {
+        "lstm": entry(100, 20, 50), "gru": entry(80, 30, 40),
+        # 38/100 = 0.38 <= 0.40; 38/80 = 0.475 > 0.45; 12/20 = 0.6 > 0.55; 38/35 = 1.086 <= 1.15;
+        # memory 30/40 = 0.75 <= 1.
+        lrn: entry(38, 12, 30, layer_over_matmul={"train": 38 / 35, "forward": 12 / 10})}}
+    report = {"config": {"device": "cpu", "dtype": "float32"}, "copy_gbps": 10.0, "results": [result]}
+    found = {t["what"]: (round(t["value"], 3), t["met"]) for t in evaluate_targets(report)}
+    assert found == {
+        "train time / nn.LSTM": (0.38, True),
+        "train time / nn.GRU": (0.475, False),
+        "forward time / nn.LSTM": (0.6, False),
+        "train time / its matmul": (1.086, True),
+        "train memory / nn.GRU": (0.75, True),
+    }
+    # Shape-specific targets apply only at their shapes; the memory target everywhere.
+    result.update(B=4)
+    assert [t["what"] for t in evaluate_targets(report)] == ["train memory / nn.GRU"]

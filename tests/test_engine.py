@@ -1,0 +1,138 @@
+"""The training engine: exact resumption, atomic checkpoints, signals, non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lrn.tasks.adding import AddingTask
+from lrn.train import Interrupted, TrainingError, train
+from lrn.train import checkpoint as ckpt
+from lrn.train.checkpoint import load_checkpoint
+
+# 5 batches per epoch, so that runs cross epoch boundaries; tiny held-out sets.
+FAST = dict(batches_per_epoch=5, valid_size=64, test_size=64, eval_every=3, batch_size=16)
+
+
+def run(out: Path, steps: int, resume: bool = False, task="adding", **overrides):
+    return train(task, None, "lrn", preset="tiny", overrides={**FAST, **overrides}, out_dir=out,
+                 max_steps=steps, resume=resume, progress=False)
+
+
+def log(out: Path) -> dict:
+    return json.loads((out / "log.json").read_text())
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    whole = run(tmp_path / "whole", 11)
+    run(tmp_path / "split", 7)  # stops inside the second epoch
+    resumed = run(tmp_path / "split", 11, resume=True)
+    assert log(tmp_path / "split")["train_loss"] == log(tmp_path / "whole")["train_loss"]
+    assert len(log(tmp_path / "whole")["train_loss"]) == 11
+    assert resumed["metrics"] == whole["metrics"]
+    a = load_checkpoint(tmp_path / "whole", "last").model_state()
+    b = load_checkpoint(tmp_path / "split", "last").model_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_results_json_has_every_field(tmp_path):
+    results = run(tmp_path / "r", 6)
+    on_disk = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    for key in ("task", "cell", "params", "preset", "config", "steps", "wall_s", "time_per_batch_s",
+                "tokens_per_s", "metrics"):
+        assert key in on_disk, key
+    assert on_disk["steps"] == 6 and on_disk["params"] == 3 * 32 * (2 + 1) + 33
+    assert set(on_disk["metrics"]) == {"valid", "test"} and "mse" in on_disk["metrics"]["test"]
+    assert on_disk["config"]["lr"] == 1e-2 and on_disk["config"]["seed"] == 0
+
+
+def test_a_run_directory_is_not_overwritten(tmp_path):
+    run(tmp_path / "r", 2)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(tmp_path / "r", 2)
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    run(out, 3)  # checkpoint at step 3
+    before = load_checkpoint(out, "last")
+    weights = before.model_state()
+
+    def crash(*args, **kwargs):  # a kill after model.safetensors was written, before trainer.pt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, 6, resume=True)
+    after = load_checkpoint(out, "last")
+    assert after.directory == before.directory and after.meta["step"] == 3
+    assert all(torch.equal(weights[k], v) for k, v in after.model_state().items())
+    monkeypatch.undo()
+    assert run(out, 6, resume=True)["steps"] == 6  # the debris of the failed write is harmless
+
+
+class NaNAt(AddingTask):
+    """The adding task whose loss turns NaN at one step."""
+
+    calls = 0
+
+    def loss(self, model, batch, device):
+        loss, n = super().loss(model, batch, device)
+        NaNAt.calls += 1
+        return (loss * float("nan") if NaNAt.calls == 5 else loss), n
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    NaNAt.calls = 0
+    out = tmp_path / "r"
+    with pytest.raises(TrainingError, match=r"loss is nan at step 5.*last good checkpoint \(step 3\)"):
+        train(NaNAt(), None, "lrn", preset="tiny", overrides=FAST, out_dir=out, max_steps=10, progress=False)
+    last = load_checkpoint(out, "last")
+    assert last.meta["step"] == 3
+    assert all(torch.isfinite(t).all() for t in last.model_state().values())
+    assert not (out / "results.json").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "lrn", "train", "adding", "--preset", "tiny", "--cell", "lrn",
+           "--out", str(out), "--no-progress", "--max-steps", "100000",
+           *[f"--set={k}={v}" for k, v in FAST.items()]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    step = load_checkpoint(out, "last").meta["step"]
+    assert step >= 3 and not (out / "results.json").exists()
+    results = run(out, step + 2, resume=True)
+    assert results["steps"] == step + 2
+
+
+def test_interrupt_flag_saves_and_raises(tmp_path, monkeypatch):
+    class StopAt(AddingTask):
+        def loss(self, model, batch, device):
+            if self.steps_seen == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+            self.steps_seen += 1
+            return super().loss(model, batch, device)
+
+    task = StopAt()
+    task.steps_seen = 0
+    with pytest.raises(Interrupted, match="SIGINT at step 5"):
+        train(task, None, "lrn", preset="tiny", overrides=FAST, out_dir=tmp_path / "r", max_steps=50,
+              progress=False)
+    assert load_checkpoint(tmp_path / "r", "last").meta["step"] == 5
