@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       overrides=_overrides(args), device=args.device, seed=args.seed,
                       max_steps=args.max_steps, max_minutes=args.max_minutes,
                       progress=not args.no_progress)
-    print(markdown_table(summary), end="")
+    if _main_process():
+        print(markdown_table(summary), end="")
     return 0
 
 
@@ -135,7 +137,14 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def _main_process() -> bool:
+    """False on the other ranks under torchrun: rank 0 speaks for all."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _print_summary(results: dict) -> None:
+    if not _main_process():
+        return
     shown = {k: results[k] for k in ("task", "cell", "params", "steps", "time_per_batch_s", "metrics")}
     print(json.dumps(shown, indent=1))
 

@@ -53,8 +53,9 @@ def test_weights_heatmap_and_top_tokens(ner_run, tmp_path, capsys):
     assert main(["analyze", "weights", str(ner_run), "--text", "EU rejects German call .",
                  "--top", "3", "--out", str(png)]) == 0
     sidecar = json.loads(png.with_suffix(".json").read_text())
-    assert sidecar["tokens"] == ["EU", "rejects", "German", "call", "."]
-    assert list(sidecar["rows"]) == ["forward state after the last token",
+    [segment] = sidecar["segments"]
+    assert segment["tokens"] == ["EU", "rejects", "German", "call", "."]
+    assert list(segment["rows"]) == ["forward state after the last token",
                                      "backward state after the first token"]
     weights = [t["weight"] for t in sidecar["top_tokens"]]
     assert len(weights) == 3 and weights == sorted(weights, reverse=True)
@@ -71,3 +72,22 @@ def test_weights_name_the_tasks_that_read_text(adding_run, capsys):
 def test_bad_sizes_are_named(capsys):
     assert main(["analyze", "gradients", "--length", "2"]) == 2
     assert "--length must be at least 3" in capsys.readouterr().err
+
+
+def test_weights_of_both_nli_sentences(tmp_path, capsys):
+    pairs = [{"sentence1": "A man sleeps .", "sentence2": "A person rests .", "gold_label": label}
+             for label in ("entailment", "neutral", "contradiction")]
+    data = tmp_path / "snli"
+    data.mkdir()
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
+        (data / name).write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    run = tmp_path / "nli-lrn"
+    train("nli", data, "lrn", preset="tiny", out_dir=run, max_steps=2, progress=False)
+    png = tmp_path / "nli.png"
+    assert main(["analyze", "weights", str(run), "--text", "A dog barks loudly . ||| A dog is loud .",
+                 "--out", str(png)]) == 0
+    sidecar = json.loads(png.with_suffix(".json").read_text())
+    assert [s["tokens"] for s in sidecar["segments"]] == [["A", "dog", "barks", "loudly", "."],
+                                                          ["A", "dog", "is", "loud", "."]]
+    assert main(["analyze", "weights", str(run), "--text", "no separator"]) == 2
+    assert "premise ||| hypothesis" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from torch.autograd.functional import jacobian
 
 from lrn.analysis.figures import plot_gradient_flow
 from lrn.analysis.gradients import (
+    decay_per_step,
     flow_at_init,
     input_jacobian_norms,
     log_spaced_distances,
@@ -65,3 +66,16 @@ def test_flow_at_init_covers_every_cell_and_plots(tmp_path):
         assert all(v >= 0 for v in flow.input_norms + flow.state_norms)
     png = plot_gradient_flow([("tiny", flows)], tmp_path / "flow.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bidirectional_layers_are_refused():
+    rnn = make_rnn("lrn", 3, 3, bidirectional=True).double()
+    with pytest.raises(ValueError, match="unidirectional layer"):
+        input_jacobian_norms(rnn, torch.randn(4, 1, 3, dtype=torch.float64), 3)
+
+
+def test_decay_per_step_is_the_geometric_rate():
+    distances = [1, 5, 8, 20, 40]
+    assert decay_per_step(distances, [3 * 0.7 ** d for d in distances]) == pytest.approx(0.7)
+    assert decay_per_step(distances, [1.1 ** d for d in distances]) == pytest.approx(1.1)
+    assert decay_per_step([1, 2, 5], [1.0, 0.5, 0.0]) is None  # one usable point

@@ -122,3 +122,26 @@ def test_stepwise_decoding_equals_full_forward(cell):
         logits, state = model.step(tgt[t], state, memory)
         steps.append(logits)
     torch.testing.assert_close(torch.stack(steps), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,kwargs", [("atr", {}), ("sru", {}), ("lrn", {}), ("olrn", {}),
+                                         ("lrn", {"activation": "identity"})])
+def test_stepwise_decoding_equals_full_forward_with_layer_norm(cell, kwargs):
+    torch.manual_seed(10)
+    model = Seq2Seq(cell, kwargs, 10, embed_size=8, hidden_size=6, encoder_layers=2,
+                    decoder_layers=2, dropout=0.3, layer_norm=True, pad_id=PAD).eval()
+    src, lengths = sources(10, [3, 5], seed=11)
+    tgt = torch.randint(4, 10, (5, 2), generator=torch.Generator().manual_seed(12))
+    full = model(src, lengths, tgt)
+    memory = model.encode(src, lengths)
+    state, steps = model.initial_state(), []
+    for t in range(tgt.shape[0]):
+        logits, state = model.step(tgt[t], state, memory)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps), full, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_with_torch_gru_is_a_clear_error():
+    with pytest.raises(ValueError, match="layer_norm is not available for torch's gru"):
+        Seq2Seq("gru", {}, 10, embed_size=8, hidden_size=6, encoder_layers=1, decoder_layers=1,
+                dropout=0.0, layer_norm=True, pad_id=PAD)

@@ -194,3 +194,28 @@ def test_real_multi30k_tiny_preset_loads():
     data = task.load_data(data_dir, config)
     assert len(data.splits["train"].src) <= 300 and len(data.splits["valid"].src) == 20
     assert data.splits["test"].tgt_text[0].startswith("Ein Mann mit einem orangefarbenen Hut")
+
+
+def test_translate_command_on_a_trained_run(tmp_path, capsys, monkeypatch):
+    import io
+
+    from lrn.cli import main
+    from lrn.train import train
+
+    (tmp_path / "data").mkdir()
+    data_dir = write_corpus(tmp_path / "data")
+    run = tmp_path / "run"
+    train("mt", data_dir, "olrn", preset="tiny", out_dir=run, max_steps=2, progress=False,
+          overrides={"train_subset": 0, "bpe_vocab_size": 150, "eval_subset": 2})
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("Two dogs play in the snow.\nA woman rides.\n"))
+    assert main(["translate", str(run), "--no-progress"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    (tmp_path / "in.txt").write_text("Two dogs.\n", encoding="utf-8")
+    assert main(["translate", str(run), "--input", str(tmp_path / "in.txt"), "--beam", "1",
+                 "--output", str(tmp_path / "out.txt"), "--no-progress"]) == 0
+    assert len((tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()) == 1
+    assert main(["translate", str(run), "--beam", "0"]) == 2
+    assert "--beam must be >= 1" in capsys.readouterr().err
+    assert main(["translate", str(tmp_path / "nothing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err

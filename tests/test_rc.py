@@ -267,3 +267,31 @@ def test_real_squad_subset_smoke():
     model = task.build_model(config, data, "lrn")
     loss, _ = task.loss(model, next(iter(task.train_batches(data, config, epoch=0))), CPU)
     assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------- lrn train / lrn predict rc
+
+def test_cli_predict_answers_from_a_trained_run(squad_dir: Path, tmp_path: Path, capsys):
+    from lrn.cli import main
+    from lrn.train import train
+
+    run = tmp_path / "run"
+    overrides = {"valid_articles": 1, "train_questions": None, "valid_questions": None,
+                 "test_questions": None}
+    results = train("rc", squad_dir, "lrn", preset="tiny", overrides=overrides, out_dir=run,
+                    max_steps=3, progress=False)
+    assert set(results["metrics"]["test"]) == {"em", "f1"}
+    context_file = tmp_path / "context.txt"
+    context_file.write_text(CONTEXTS[1] + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", "rc", str(run), "--context", str(context_file),
+                 "--question", "What is the capital of Poland?", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answer"] == (CONTEXTS[1] + "\n")[answer["start"]:answer["end"]] != ""
+
+    assert main(["predict", "rc", str(run), "--context", str(tmp_path / "none.txt"),
+                 "--question", "Why?"]) == 2
+    assert "none.txt: context file not found" in capsys.readouterr().err
+    assert main(["predict", "rc", str(tmp_path), "--context", str(context_file),
+                 "--question", "Why?"]) == 2
+    assert "no checkpoint found" in capsys.readouterr().err

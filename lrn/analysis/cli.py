@@ -20,7 +20,7 @@ def _write_sidecar(path: Path, obj: dict) -> None:
 
 def cmd_gradients(args: argparse.Namespace) -> int:
     from lrn.analysis.figures import plot_gradient_flow
-    from lrn.analysis.gradients import flow_at_init
+    from lrn.analysis.gradients import decay_per_step, flow_at_init
     from lrn.analysis.trained import trained_flows
 
     for name, value in (("--hidden", args.hidden), ("--length", args.length), ("--sequences", args.sequences)):
@@ -49,33 +49,40 @@ def cmd_gradients(args: argparse.Namespace) -> int:
         print(title)
         for f in flows:
             shown = ", ".join(f"{d}: {v:.1e}" for d, v in zip(f.distances, f.input_norms))
-            print(f"  {f.label:<28} ||dh_T/dx_t|| by T-t  {shown}")
+            factor = decay_per_step(f.distances, f.input_norms)
+            print(f"  {f.label:<28} ||dh_T/dx_t|| by T-t  {shown}  "
+                  f"(x{'?' if factor is None else f'{factor:.3f}'} per step)")
     print(f"wrote {png} and {out / 'gradients.json'}")
     return 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from lrn.analysis.figures import plot_token_strip
+    from lrn.analysis.figures import plot_token_weights
     from lrn.analysis.trained import text_token_weights
 
     if args.top < 1:
         raise ValueError(f"--top must be a positive integer, got {args.top}")
     result = text_token_weights(args.run_dir, args.text, layer=args.layer)
-    tokens, rows = result["tokens"], result["rows"]
-    combined = [sum(r[k] for r in rows.values()) / len(rows) for k in range(len(tokens))]
-    ranked = sorted(range(len(tokens)), key=lambda k: -combined[k])[:args.top]
-    top = [{"position": k, "token": tokens[k], "weight": combined[k]} for k in ranked]
+    top = []
+    for s, seg in enumerate(result["segments"]):  # a token's weight: mean over the final states
+        rows = list(seg["rows"].values())
+        top += [{"segment": s, "position": k, "token": token, "weight": sum(r[k] for r in rows) / len(rows)}
+                for k, token in enumerate(seg["tokens"])]
+    top = sorted(top, key=lambda t: -t["weight"])[:args.top]
     out = Path(args.out) if args.out else Path(args.run_dir) / "analysis" / "token_weights.png"
     title = (f"{result['task']} {result['cell']} layer {result['layer']}: mean weight of each token "
              "in the final state")
-    png = plot_token_strip(tokens, list(rows.values()), list(rows), out, title)
+    png = plot_token_weights(result["segments"], out, title)
     _write_sidecar(out.with_suffix(".json"), {
         "kind": "lrn.analysis.weights", "title": f"Token weights ({result['task']}, {result['cell']})",
         "figure": png.name, "run": str(args.run_dir), "text": args.text, "cell": result["cell"],
-        "tokens": tokens, "rows": rows, "top_tokens": top, "unfolding_gap": result["unfolding_gap"]})
+        "segments": result["segments"], "top_tokens": top, "unfolding_gap": result["unfolding_gap"],
+        "gate_only_correlation": result["gate_only_correlation"]})
     for t in top:
-        print(f"{t['weight']:.4f}  {t['token']}  (position {t['position']})")
-    print(f"gate-only unfolding (tanh ignored): relative error {result['unfolding_gap']:.3f}")
+        print(f"{t['weight']:.4f}  {t['token']}  (segment {t['segment']}, position {t['position']})")
+    print(f"paper's gate-only weights (tanh ignored): relative error of sum_k w v "
+          f"{result['unfolding_gap']:.3f}, correlation with the exact final-state weights "
+          f"{result['gate_only_correlation']:.3f}")
     print(f"wrote {png} and {out.with_suffix('.json')}")
     return 0
 
@@ -107,9 +114,10 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=cmd_gradients)
 
     p = sub.add_parser("weights", help="heatmap of each token's weight in an LRN run's final state")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained lrn/olrn run (ner; doc/nli when their "
-                                                      "models read raw text)")
-    p.add_argument("--text", required=True, help="the text to read (ner: whitespace-tokenised)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a trained lrn or olrn run of a task that reads "
+                                                      "raw text (ner, nli)")
+    p.add_argument("--text", required=True, help="the text to read (ner: whitespace-tokenised; "
+                                                 "nli: 'premise ||| hypothesis')")
     p.add_argument("--layer", type=int, default=0, help="recurrent layer (default 0: reads the tokens)")
     p.add_argument("--top", type=int, default=10, help="tokens to print (default 10)")
     p.add_argument("--out", help="PNG path (default RUN_DIR/analysis/token_weights.png); a .json beside it")

@@ -62,17 +62,23 @@ def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: Path, ti
     return _save(fig, path)
 
 
-def plot_token_strip(tokens: Sequence[str], rows: Sequence[Sequence[float]], labels: Sequence[str],
-                     path: Path, title: str) -> Path:
-    """Heatmap with one column per token and one row per weight vector (e.g. per direction)."""
-    width = min(16.0, 1.5 + 0.45 * len(tokens))
-    fig, ax = plt.subplots(figsize=(width, 0.9 + 0.45 * len(rows)), dpi=DPI)
-    image = ax.imshow([list(r) for r in rows], aspect="auto", cmap="Reds", vmin=0)
-    ax.set_xticks(range(len(tokens)))
-    ax.set_xticklabels(tokens, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+def plot_token_weights(segments: Sequence[dict], path: Path, title: str) -> Path:
+    """One heatmap per segment ({"tokens": [...], "rows": {label: weights}}): a column per token,
+    a row per weight vector (e.g. per direction's final state)."""
+    longest = max(len(seg["tokens"]) for seg in segments)
+    heights = [len(seg["rows"]) for seg in segments]
+    fig, axes = plt.subplots(len(segments), 1, squeeze=False, dpi=DPI, height_ratios=heights,
+                             figsize=(min(16.0, 5.0 + 0.45 * longest), 0.6 + sum(1.0 + 0.4 * h for h in heights)))
+    vmax = max(max(max(r) for r in seg["rows"].values()) for seg in segments)
+    for i, (ax, seg) in enumerate(zip(axes[:, 0], segments)):
+        if len(segments) > 1:
+            ax.set_title(f"sentence {i + 1}", fontsize=8)
+        image = ax.imshow(list(seg["rows"].values()), aspect="auto", cmap="Reds", vmin=0, vmax=vmax)
+        ax.set_xticks(range(len(seg["tokens"])))
+        ax.set_xticklabels(seg["tokens"], rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(seg["rows"])))
+        ax.set_yticklabels(list(seg["rows"]), fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

@@ -14,8 +14,8 @@ suffix (the truncated-BPTT use of the contract).  Unidirectional layers only.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
@@ -24,15 +24,10 @@ from tqdm import tqdm
 from lrn.modules import make_rnn, parse_cell_spec
 
 
-def _map_state(state, fn):
-    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
-
-
-def _state_sq_norms(grad_state, copies: int, hidden: int) -> Tensor:
+def _state_sq_norms(grads: tuple[Tensor, ...], copies: int, hidden: int) -> Tensor:
     """Sum of squared gradients over every state tensor, per sequence: (N,)."""
-    parts = grad_state if isinstance(grad_state, tuple) else (grad_state,)
     total = 0
-    for g in parts:  # (L*D, N*H, H)
+    for g in grads:  # (L, N*H, H) each
         total = total + g.pow(2).sum(dim=(0, 2)).view(copies, hidden).sum(1)
     return total
 
@@ -44,7 +39,10 @@ def _replicate(x: Tensor, hidden: int) -> Tensor:
 
 def _last_output_objective(out: Tensor, hidden: int) -> Tensor:
     """sum over copies j of h_T[j] for copy j: its gradient rows are the Jacobian's rows."""
-    last = out[-1, :, :hidden]  # (N*H, H); the forward direction's part
+    if out.shape[-1] != hidden:
+        raise ValueError(f"gradient flow needs a unidirectional layer with hidden size {hidden}, "
+                         f"got outputs of width {out.shape[-1]}")
+    last = out[-1]  # (N*H, H)
     picks = torch.arange(last.shape[0], device=out.device) % hidden
     return last.gather(1, picks[:, None]).sum()
 
@@ -61,7 +59,8 @@ def input_jacobian_norms(rnn: nn.Module, x: Tensor, hidden: int) -> Tensor:
 
 @torch.enable_grad()
 def state_jacobian_norms(rnn: nn.Module, x: Tensor, hidden: int, distances: list[int]) -> Tensor:
-    """||dh_T/ds_{T-d}||_F for every d in ``distances`` (1 <= d < T): (N, len(distances))."""
+    """||dh_T/ds_t||_F for the state s_t d steps before the last step, for every d in
+    ``distances`` (1 <= d < T): (N, len(distances))."""
     T, N, _ = x.shape
     norms = []
     for d in distances:
@@ -69,11 +68,11 @@ def state_jacobian_norms(rnn: nn.Module, x: Tensor, hidden: int, distances: list
             raise ValueError(f"distances must lie in [1, {T - 1}], got {d}")
         with torch.no_grad():
             _, state = rnn(x[:T - d])
-        state = _map_state(state, lambda s: s.repeat_interleave(hidden, dim=1).requires_grad_(True))
-        out, _ = rnn(_replicate(x[T - d:], hidden), state)
-        leaves = state if isinstance(state, tuple) else (state,)
+        leaves = tuple(s.repeat_interleave(hidden, dim=1).requires_grad_(True)
+                       for s in (state if isinstance(state, tuple) else (state,)))
+        out, _ = rnn(_replicate(x[T - d:], hidden), leaves if isinstance(state, tuple) else leaves[0])
         grads = torch.autograd.grad(_last_output_objective(out, hidden), leaves)
-        norms.append(_state_sq_norms(grads if isinstance(state, tuple) else grads[0], N, hidden).sqrt())
+        norms.append(_state_sq_norms(grads, N, hidden).sqrt())
     return torch.stack(norms, 1)
 
 
@@ -92,11 +91,9 @@ class GradientFlow:
     distances: list[int]  # T - t
     input_norms: list[float]  # ||dh_T/dx_t|| at each distance
     state_norms: list[float]  # ||dh_T/ds_t|| at each distance
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "distances": self.distances, "input_norms": self.input_norms,
-                "state_norms": self.state_norms, **self.extra}
+        return asdict(self)
 
 
 def _geomean(norms: Tensor) -> list[float]:
@@ -107,18 +104,14 @@ def _geomean(norms: Tensor) -> list[float]:
 
 
 def measure_gradient_flow(rnn: nn.Module, x: Tensor, hidden: int, label: str) -> GradientFlow:
-    """Both Jacobian norms of ``rnn`` on inputs x (T, N, I), at log-spaced distances."""
+    """Both Jacobian norms of unidirectional ``rnn`` on inputs x (T, N, I), at log-spaced
+    distances, h_T being the output at the last step."""
     T = x.shape[0]
     distances = log_spaced_distances(T)
     inputs = input_jacobian_norms(rnn, x, hidden)  # (N, T)
     by_distance = inputs[:, [T - 1 - d for d in distances]]  # x_{T-1-d}: d steps before the last
     states = state_jacobian_norms(rnn, x, hidden, distances)
     return GradientFlow(label, distances, _geomean(by_distance), _geomean(states))
-
-
-def _float64_copy(rnn: nn.Module) -> nn.Module:
-    """Measure in float64: float32 gradients underflow to 0 after ~40 steps of decay."""
-    return copy.deepcopy(rnn).double().eval()
 
 
 def flow_at_init(specs: list[str], *, hidden: int, length: int, sequences: int,
@@ -131,6 +124,21 @@ def flow_at_init(specs: list[str], *, hidden: int, length: int, sequences: int,
     for spec in tqdm(specs, desc="gradient flow at init", unit="cell"):
         name, kwargs = parse_cell_spec(spec)
         torch.manual_seed(seed)
-        rnn = _float64_copy(make_rnn(name, hidden, hidden, **kwargs))
+        # float64: float32 gradients underflow to 0 after ~40 steps of decay
+        rnn = make_rnn(name, hidden, hidden, **kwargs).double().eval()
         flows.append(measure_gradient_flow(rnn, x, hidden, spec))
     return flows
+
+
+def decay_per_step(distances: list[int], norms: list[float], *, from_distance: int = 5) -> float | None:
+    """The geometric factor by which a norm shrinks (< 1) or grows (> 1) per step of distance:
+    exp of the least-squares slope of log(norm) against distance, over distances >= from_distance
+    with a nonzero norm; None with fewer than two such points."""
+    points = [(d, math.log(v)) for d, v in zip(distances, norms) if d >= from_distance and v > 0]
+    if len(points) < 2:
+        return None
+    mean_d = sum(d for d, _ in points) / len(points)
+    mean_l = sum(l for _, l in points) / len(points)
+    slope = (sum((d - mean_d) * (l - mean_l) for d, l in points)
+             / sum((d - mean_d) ** 2 for d, _ in points))
+    return math.exp(slope)

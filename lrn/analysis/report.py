@@ -24,6 +24,7 @@ from typing import Any
 import markdown
 from PIL import Image
 
+from lrn.analysis.gradients import decay_per_step
 from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PaperRow, paper_rows
 from lrn.modules import parse_cell_spec
 
@@ -312,17 +313,20 @@ def _analysis_section(index: int, path: Path, obj: dict, figures: Path) -> list[
             # the measured distances nearest to 1, 10, 30, 100 (they are log-spaced)
             marks = sorted({min(available, key=lambda d: abs(math.log(d / want)))
                             for want in (1, 10, 30, 100) if want <= max(available)})
-            header = ["cell"] + [f"‖∂h_T/∂x_t‖ at T−t={d}" for d in marks]
+            header = (["cell"] + [f"‖∂h_T/∂x_t‖ at T−t={d}" for d in marks]
+                      + ["factor per step, ∂h_T/∂x_t", "factor per step, ∂h_T/∂s_t"])
             rows = [[f["label"]] + [f"{f['input_norms'][f['distances'].index(d)]:.2e}" for d in marks]
+                    + [_num(decay_per_step(f["distances"], f[key]), 3)
+                       for key in ("input_norms", "state_norms")]
                     for f in group["flows"]]
             out += [f"{group['title']}:", "", _table(header, rows)]
     else:
         out += [f"Run `{obj['run']}` ({obj['cell']}), text: “{obj['text']}”", "",
                 "Top tokens of the final state: "
                 + ", ".join(f"{t['token']} ({t['weight']:.3f})" for t in obj["top_tokens"]) + "."]
-        if obj.get("unfolding_gap") is not None:
-            out += ["", "Relative error of the paper's gate-only unfolding (tanh ignored) on this "
-                    f"text: {obj['unfolding_gap']:.3f} (the folded weights are exact)."]
+        out += ["", "The paper's gate-only weights (tanh ignored) on this text: relative error of "
+                f"sum_k w v {obj['unfolding_gap']:.3f}, correlation with the exact final-state "
+                f"weights {obj['gate_only_correlation']:.3f} (the plotted, folded weights are exact)."]
     if source.is_file():
         png = _save_small_png(source, figures / f"analysis-{index}-{source.name}")
         out += ["", f"![{obj['kind']}]({figures.name}/{png.name})"]

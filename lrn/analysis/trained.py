@@ -106,18 +106,38 @@ def _ner_runner(task, config, data, model, text: str):
 
     tokens = text.split()
     sentence = Sentence(tokens, ["O"] * len(tokens))
-    return tokens, lambda: task.predict(model, data, [sentence], config, torch.device("cpu"))
+    return [tokens], lambda: task.predict(model, data, [sentence], config, torch.device("cpu"))
 
 
-#: task name -> (task, config, data, model, text) -> (tokens, run): how each task reads raw text
-TEXT_RUNNERS: dict[str, Callable] = {"ner": _ner_runner}
+def _nli_runner(task, config, data, model, text: str):
+    from lrn.tasks.nli import Pair
+    from lrn.tasks.text import tokenize
+
+    premise, sep, hypothesis = text.partition("|||")
+    if not sep:
+        raise ValueError("--text: for nli give 'premise ||| hypothesis'")
+    pair = Pair(tokenize(premise), tokenize(hypothesis), 0)
+    batch = task.make_batch(data, [pair], config)
+    return [pair.premise, pair.hypothesis], lambda: model(*batch.premise, *batch.hypothesis)
+
+
+#: task name -> (task, config, data, model, text) -> (token segments, run): how each task reads
+#: raw text; the model's LRN layer reads the segments as one batch, one sequence per segment.
+TEXT_RUNNERS: dict[str, Callable] = {"ner": _ner_runner, "nli": _nli_runner}
+
+
+def _reads_segments(call: RecurrentCall, sizes: list[int]) -> bool:
+    if not isinstance(call.module.rnn, LRN) or call.x.shape[1] != len(sizes):
+        return False
+    lengths = [call.x.shape[0]] * len(sizes) if call.lengths is None else call.lengths.tolist()
+    return lengths == sizes
 
 
 def text_token_weights(run_dir: str | Path, text: str, *, layer: int = 0) -> dict:
-    """Per-token weights of the final state(s) of a run's LRN layer on ``text``: the forward
-    direction's state after the last token and, if bidirectional, the backward direction's
-    state after the first.  Returns tokens, one weight row per direction, and the relative
-    error of the gate-only (tanh-ignoring) unfolding on this text."""
+    """Per-token weights of the final state(s) of a run's LRN layer on ``text``, for each
+    segment (sentence) the task reads: the forward direction's state after the segment's
+    last token and, if bidirectional, the backward direction's state after its first.
+    Also the relative error of the gate-only (tanh-ignoring) unfolding on this text."""
     from lrn.analysis.weights import layer_token_weights
     from lrn.train import load_run
 
@@ -125,12 +145,11 @@ def text_token_weights(run_dir: str | Path, text: str, *, layer: int = 0) -> dic
     if task.name not in TEXT_RUNNERS:
         raise ValueError(f"analyze weights reads raw text for {', '.join(sorted(TEXT_RUNNERS))} runs, "
                          f"not {task.name}")
-    tokens, run = TEXT_RUNNERS[task.name](task, config, data, model, text)
-    if not tokens:
-        raise ValueError("--text: no tokens in the text")
+    segments, run = TEXT_RUNNERS[task.name](task, config, data, model, text)
+    if not all(segments):
+        raise ValueError("--text: no tokens in (a part of) the text")
     calls = capture_recurrent_calls(model, run)
-    call = next((c for c in calls if isinstance(c.module.rnn, LRN) and c.x.shape[:2] == (len(tokens), 1)),
-                None)
+    call = next((c for c in calls if _reads_segments(c, [len(s) for s in segments])), None)
     if call is None:
         cells = sorted({c.module.cell for c in calls})
         raise ValueError(f"{run_dir}: no LRN layer reads one step per token (cells: {', '.join(cells)}); "
@@ -140,9 +159,18 @@ def text_token_weights(run_dir: str | Path, text: str, *, layer: int = 0) -> dic
     loose = layer_token_weights(call.module, x, call.hx, call.lengths, layer=layer, fold_activation=False)
     h = exact.reconstruct()  # the layer's output (exact by construction, see the tests)
     gap = float((loose.reconstruct() - h).norm() / h.norm().clamp_min(1e-300))
-    summary = exact.summary[:, 0]  # (D, T, T)
-    rows = {"forward state after the last token": summary[0, -1].tolist()}
-    if summary.shape[0] == 2:
-        rows["backward state after the first token"] = summary[1, 0].tolist()
-    return {"task": task.name, "cell": call.module.cell, "tokens": tokens, "rows": rows,
-            "unfolding_gap": gap, "layer": layer}
+    parts, exact_final, loose_final = [], [], []
+    for b, tokens in enumerate(segments):
+        n = len(tokens)
+        finals = [(0, n - 1)] + ([(1, 0)] if exact.summary.shape[0] == 2 else [])  # (direction, t)
+        rows = {}
+        for (d, t), name in zip(finals, ("forward state after the last token",
+                                         "backward state after the first token")):
+            rows[name] = exact.summary[d, b, t, :n].tolist()
+            exact_final.append(exact.summary[d, b, t, :n])
+            loose_final.append(loose.summary[d, b, t, :n])
+        parts.append({"tokens": tokens, "rows": rows})
+    # how well the paper's gate-only weights order the tokens like the exact ones
+    agreement = float(torch.corrcoef(torch.stack([torch.cat(exact_final), torch.cat(loose_final)]))[0, 1])
+    return {"task": task.name, "cell": call.module.cell, "segments": parts, "unfolding_gap": gap,
+            "gate_only_correlation": agreement, "layer": layer}

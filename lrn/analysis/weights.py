@@ -5,7 +5,7 @@ With g = identity the LRN step h_t = i_t * v_t + f_t * h_{t-1} unfolds exactly i
     h_t = sum_{k<=t} w_{t,k} * v_k + (prod_{l=1..t} f_l) * h_0,   w_{t,k} = i_k * prod_{l=k+1..t} f_l
 
 (element-wise per hidden unit): the input gate i_k acts as the "key" of token k and the
-chain of forget gates as the "query" that decays it (Zhang & Sennrich 2019, section 3).
+chain of forget gates as the "query" that decays it (Zhang & Sennrich 2019).
 The gates are the ones of the actual run (they depend on h_{t-1}), so this is an exact
 reading of that run, not a different model.
 
@@ -15,7 +15,8 @@ output gate sigma(o_t - c_t) for oLRN).  ``fold_activation=True`` (the default) 
 s_t into both factors, w_{t,k} = s_k i_k prod_{l=k+1..t} s_l f_l, which keeps the
 unfolding exact for every cell variant.  ``fold_activation=False`` gives the paper's
 gate-only weights i_k prod f_l; for tanh cells they ignore the contraction, so
-sum_k w v overestimates |h_t| (measured by ``TokenWeights.reconstruct``).
+sum_k w v is only an approximation of h_t (``TokenWeights.reconstruct`` measures how far;
+docs/report/analysis.md reports it: large in norm, while the ranking of tokens agrees).
 
 Products of many gates underflow, so the weights are built from cumulative sums of
 log-gates (logsigmoid, float64) and exponentiated once: a weight below the float64
@@ -128,7 +129,10 @@ def token_weights(
     for d in range(num_directions):
         backwards = d == 1 or (num_directions == 1 and reverse)
         order = _processing_order(T, lengths, backwards).to(gates.device)  # (T, B)
-        in_order = lambda x: x.gather(0, order[..., None].expand_as(x))  # noqa: E731
+
+        def in_order(x: torch.Tensor) -> torch.Tensor:  # (T, B, *) between time and processing order
+            return x.gather(0, order[..., None].expand_as(x))
+
         block = in_order(gates[..., d * num_gates * H:(d + 1) * num_gates * H])  # (T, B, G*H)
         q, k, v = block[..., :H], block[..., H:2 * H], block[..., 2 * H:3 * H]
         states = in_order(out[..., d * H:(d + 1) * H])  # (T, B, H) h_s in processing order

@@ -20,7 +20,9 @@ Kernels compile lazily on first use per dtype and are cached on disk (cache=True
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 
 import numba
 import numpy as np
@@ -236,6 +238,28 @@ def _chunking(pairs: int, hidden: int) -> tuple[int, int]:
     return -(-hidden // chunk), chunk
 
 
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+    """torch.empty, asking Linux for 2 MiB pages on large buffers.
+
+    Buffers over glibc's mmap threshold (32 MiB at most) come fresh from the kernel on
+    every call, and first-touch faults on 4 KiB pages cost more than the recurrence itself
+    (measured: backward at B=16, T=1024, H=256 went from 19 ms to 7.5 ms).  Best effort:
+    madvise only marks the 2 MiB-aligned interior and is ignored where THP is off.
+    """
+    out = torch.empty(*shape, dtype=dtype)
+    nbytes = out.numel() * out.element_size()
+    if _LIBC is not None and nbytes >= 4 * _HUGE_PAGE:
+        start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+        end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
+    return out
+
+
 def _check(gates: torch.Tensor, num_directions: int, output_gate: bool) -> int:
     """Validate the packed gates; returns H."""
     if gates.device.type != "cpu":
@@ -266,7 +290,7 @@ def scan_forward(gates, h0, lengths, num_directions: int, reverse: bool, tanh: b
     """LRN recurrence over packed gates (T, B, D*G*H) -> (out (T, B, D*H), h_last (D, B, H))."""
     H = _check(gates, num_directions, output_gate)
     T, B, _ = gates.shape
-    out = torch.empty(T, B, num_directions * H, dtype=gates.dtype)
+    out = _empty(T, B, num_directions * H, dtype=gates.dtype)
     if h0 is None:
         h_last = torch.zeros(num_directions, B, H, dtype=gates.dtype)
     else:
@@ -284,7 +308,7 @@ def scan_backward(grad_out, grad_h_last, gates, out, h0, lengths, num_directions
     """Gradients of scan_forward: (grad_gates (T, B, D*G*H), grad_h0 (D, B, H) or None)."""
     H = _check(gates, num_directions, output_gate)
     T, B, width = gates.shape
-    grad_gates = torch.empty(T, B, width, dtype=gates.dtype)
+    grad_gates = _empty(T, B, width, dtype=gates.dtype)
     grad_h0 = grad_h_last.detach().to(gates.dtype, copy=True).contiguous()
     h0_values = torch.zeros(num_directions, B, H, dtype=gates.dtype) if h0 is None else h0
     n_chunks, chunk = _chunking(num_directions * B, H)

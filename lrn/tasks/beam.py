@@ -114,18 +114,19 @@ def beam_search(model, memory: Memory, max_len: Tensor, *, beam_size: int, bos: 
         origin, token = top_idx // V, top_idx % V
         is_eos = (token == eos) & torch.isfinite(top_scores)
 
-        ends = is_eos[:, :K].nonzero().tolist()
-        for row, rank in ends:
-            finished[int(alive[row])].append(
-                Hypothesis(prefix[row, origin[row, rank]].tolist(), float(top_scores[row, rank])))
+        rows_end, ranks_end = is_eos[:, :K].nonzero(as_tuple=True)
+        if rows_end.numel():
+            ended = prefix[rows_end, origin[rows_end, ranks_end]].tolist()  # (E, t)
+            for b, tokens, score in zip(alive[rows_end].tolist(), ended,
+                                        top_scores[rows_end, ranks_end].tolist()):
+                finished[b].append(Hypothesis(tokens, score))
 
         # The best K candidates that do not end (a stable sort keeps their ranking).
         keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :K]  # (n, K)
         scores = top_scores.gather(1, keep)
         origin, token = origin.gather(1, keep), token.gather(1, keep)
-        token = torch.where(token == eos, torch.zeros_like(token), token)  # -inf rows only
 
-        counts = torch.tensor([len(finished[int(i)]) for i in alive], device=device)
+        counts = torch.tensor([len(finished[b]) for b in alive.tolist()], device=device)
         searching = (counts < K) & (t + 1 < max_len[alive]) & torch.isfinite(scores[:, 0])
         rows = searching.nonzero().squeeze(1)  # (n',)
         if rows.numel() == 0:

@@ -144,6 +144,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, max_minutes: float | None) -> dict[str, Any]:
+        self.max_minutes = max_minutes
         max_steps = self.config.get("max_steps")
         max_epochs = self.config.get("max_epochs")
         budget_s = None if max_minutes is None else 60.0 * max_minutes
@@ -371,6 +372,7 @@ class Trainer:
             "train_s": round(self.train_seconds, 3),
             "time_per_batch_s": statistics.median(timed) if timed else None,
             "tokens_per_s": self.items / sum(self.step_seconds) if self.step_seconds else None,
+            "max_minutes": self.max_minutes,
             "world_size": self.d.world_size,
             "device": str(self.d.device),
             "best_step": self.best["step"] if self.best else None,
