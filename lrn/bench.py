@@ -53,6 +53,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64,
 MODES = ("forward", "train")
 COPY_BYTES = 256 * 2**20  # far beyond any cache, so the copy runs at memory speed
 MIN_SAMPLE_S = 0.01  # shorter calls are repeated within a sample (timer and sync overhead)
+MEMORY_ROUNDS = 3  # peak memory: median of this many (CPU figures vary by ~10% call to call)
 
 
 @dataclass
@@ -73,9 +74,10 @@ def default_cells() -> list[str]:
 
 
 def lrn_backends(device: torch.device, requested: list[str] | None) -> list[str]:
-    """The LRN backends to time.  Triton on CPU tensors runs only in its interpreter, which is
-    a correctness tool, not something to time."""
-    usable = [b for b in lrn.available_backends() if not (b == "triton" and device.type != "cuda")]
+    """The LRN backends to time: "cpu" runs on CPU tensors only; triton on CPU tensors runs
+    only in its interpreter, which is a correctness tool, not something to time."""
+    runs_on = {"cpu": "cpu", "triton": "cuda"}
+    usable = [b for b in lrn.available_backends() if runs_on.get(b, device.type) == device.type]
     if requested is None:
         return usable
     for backend in requested:
@@ -99,6 +101,13 @@ def parse_shapes(text: str) -> list[Shape]:
 
 
 # ------------------------------------------------------------------ measuring
+@dataclass
+class Timed:
+    name: str  # an implementation ("lstm", "lrn[cpu]"), "matmul", or "recurrence[cpu]"
+    mode: str  # "forward" or "train"
+    fn: Callable[[], None]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -153,13 +162,12 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
     return _proc_status_bytes("VmHWM") - base
 
 
-def copy_bandwidth(device: torch.device, repeats: int) -> float:
-    """Bytes per second of a large device-to-same-device tensor copy (read + write)."""
+def copy_timed(device: torch.device) -> Timed:
+    """A large same-device tensor copy, timed in every round beside the recurrence so that
+    both see the same machine load; it moves 2 * COPY_BYTES (read + write)."""
     src = torch.ones(COPY_BYTES // 4, device=device)
     dst = torch.zeros_like(src)  # both touched: no page faults inside the timing
-    dst.copy_(src)
-    seconds = statistics.median(_time_call(lambda: dst.copy_(src), device) for _ in range(max(repeats, 5)))
-    return 2 * COPY_BYTES / seconds
+    return Timed("copy", "copy", lambda: dst.copy_(src))
 
 
 def recurrence_bytes(B: int, T: int, H: int, itemsize: int) -> dict[str, int]:
@@ -171,13 +179,6 @@ def recurrence_bytes(B: int, T: int, H: int, itemsize: int) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ one shape
-@dataclass
-class Timed:
-    name: str  # an implementation ("lstm", "lrn[cpu]"), "matmul", or "recurrence[cpu]"
-    mode: str  # "forward" or "train"
-    fn: Callable[[], None]
-
-
 def _build(impl: str, H: int, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     if impl == "sru_pkg":
         from sru import SRU
@@ -240,7 +241,7 @@ def _lrn_parts(B: int, T: int, H: int, x: torch.Tensor, backends: list[str]) -> 
 
 
 def bench_shape(shape: Shape, impls: list[str], backends: list[str], config: BenchConfig,
-                device: torch.device, bar: tqdm) -> dict:
+                device: torch.device, copy: Timed | None, bar: tqdm) -> dict:
     """Time (and measure the memory of) every implementation at one shape."""
     B, T, H = shape
     dtype = DTYPES[config.dtype]
@@ -255,7 +256,7 @@ def bench_shape(shape: Shape, impls: list[str], backends: list[str], config: Ben
         except (RuntimeError, ValueError, NotImplementedError) as err:
             errors[impl] = f"{type(err).__name__}: {err}"
     if backends:
-        items += _lrn_parts(B, T, H, x, backends)
+        items += _lrn_parts(B, T, H, x, backends) + [copy]
 
     samples: dict[tuple[str, str], list[float]] = {(t.name, t.mode): [] for t in items}
     calls = {key: 1 for key in samples}  # per sample; set from the warm-up timings
@@ -279,14 +280,16 @@ def bench_shape(shape: Shape, impls: list[str], backends: list[str], config: Ben
                 samples[(item.name, item.mode)].append(seconds)
         bar.update(1)
 
-    peaks: dict[tuple[str, str], int] = {}
+    peak_samples: dict[tuple[str, str], list[int]] = {}
     if config.memory:
         gc.collect()
-        for item in items:
-            if item.name in impls and item.name not in errors:
-                bar.set_postfix_str(f"B={B} T={T} H={H} {item.name} {item.mode} memory", refresh=False)
-                peaks[(item.name, item.mode)] = peak_memory(item.fn, device)
-        bar.update(1)
+        for _ in range(MEMORY_ROUNDS):
+            for item in items:
+                if item.name in impls and item.name not in errors:
+                    bar.set_postfix_str(f"B={B} T={T} H={H} {item.name} {item.mode} memory", refresh=False)
+                    peak_samples.setdefault((item.name, item.mode), []).append(peak_memory(item.fn, device))
+            bar.update(1)
+    peaks = {key: statistics.median(values) for key, values in peak_samples.items()}
     return _summarise(shape, impls, backends, samples, calls, peaks, errors, config)
 
 
@@ -318,6 +321,8 @@ def _summarise(shape: Shape, impls: list[str], backends: list[str], samples: dic
     if not backends or "matmul" in errors:
         return result
     result["matmul"] = {f"{mode}_ms": timed[("matmul", mode)] for mode in MODES}
+    if ("copy", "copy") in timed:
+        result["copy_gbps"] = 2 * COPY_BYTES / timed[("copy", "copy")] / 1e6
     moved = recurrence_bytes(B, T, H, DTYPES[config.dtype].itemsize)
     for backend in backends:
         impl, part = f"lrn[{backend}]", f"recurrence[{backend}]"
@@ -370,6 +375,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
         raise ValueError(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
     if "sru_pkg" in config.cells and not importlib.util.find_spec("sru"):
         raise ValueError("--cells sru_pkg needs the `sru` package (pip install sru)")
+    if not config.shapes or any(len(s) != 3 or min(s) < 1 for s in config.shapes):
+        raise ValueError(f"shapes must be (B, T, H) triples of positive integers, got {config.shapes}")
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {config.repeats}, {config.warmup}")
     if config.device.partition(":")[0] not in ("cpu", "cuda"):
@@ -390,14 +397,14 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
         "memory_method": ("torch.cuda.max_memory_allocated" if device.type == "cuda" else
                           "peak RSS (VmHWM after clear_refs) minus RSS after malloc_trim")
                          if config.memory else memory_problem,
-        "copy_gbps": copy_bandwidth(device, config.repeats) / 1e9,
         "results": [],
     }
-    rounds = config.warmup + config.repeats + int(config.memory)
+    rounds = config.warmup + config.repeats + MEMORY_ROUNDS * int(config.memory)
+    copy = copy_timed(device) if backends else None
     with tqdm(total=len(config.shapes) * rounds, desc="lrn bench", unit="round",
               disable=not progress) as bar:
         for shape in config.shapes:
-            report["results"].append(bench_shape(shape, impls, backends, config, device, bar))
+            report["results"].append(bench_shape(shape, impls, backends, config, device, copy, bar))
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -430,7 +437,7 @@ def _memory_vs_gru(result: dict, entry: dict) -> float | None:
 
 def _bandwidth(mode: str) -> Callable[[dict, dict], float | None]:
     return lambda result, entry: (entry["recurrence"][f"{mode}_gbps"] / result["copy_gbps"]
-                                  if "recurrence" in entry else None)
+                                  if "recurrence" in entry and "copy_gbps" in result else None)
 
 
 _CPU, _GPU = tuple(TARGET_SHAPES["cpu"]), tuple(TARGET_SHAPES["cuda"])
@@ -463,7 +470,7 @@ def evaluate_targets(report: dict) -> list[dict]:
             entry = result["impls"].get(impl)
             if (target.shapes is not None and shape not in target.shapes) or entry is None:
                 continue
-            value = target.value(result | {"copy_gbps": report["copy_gbps"]}, entry)
+            value = target.value(result, entry)
             if value is None:
                 continue
             met = value >= target.limit if target.at_least else value <= target.limit
@@ -494,21 +501,19 @@ def format_markdown(report: dict) -> str:
         for impl, message in r["errors"].items():
             lines.append(f"| {r['B']} | {r['T']} | {r['H']} | {impl} | failed: {message[:80]} |"
                          + " |" * 6)
-    lines += ["", f"Measured copy bandwidth: {report['copy_gbps']:.1f} GB/s.", "",
-              "| B | T | H | impl | matmul fwd / train ms | recurrence fwd / train ms "
-              "| recurrence GB/s fwd / train | % of copy fwd / train | matmul share fwd / train "
-              "| layer / matmul fwd / train |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    copy = report["copy_gbps"]
+    lines += ["", "| B | T | H | impl | matmul fwd / train ms | recurrence fwd / train ms "
+              "| recurrence GB/s fwd / train | copy GB/s | % of copy fwd / train "
+              "| matmul share fwd / train | layer / matmul fwd / train |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         for impl, e in r["impls"].items():
             if "recurrence" not in e:
                 continue
-            rec, m = e["recurrence"], r["matmul"]
+            rec, m, copy = e["recurrence"], r["matmul"], r.get("copy_gbps", math.nan)
             lines.append(
                 f"| {r['B']} | {r['T']} | {r['H']} | {impl} | {m['forward_ms']:.1f} / {m['train_ms']:.1f} | "
                 f"{rec['forward_ms']:.1f} / {rec['train_ms']:.1f} | "
-                f"{rec['forward_gbps']:.1f} / {rec['train_gbps']:.1f} | "
+                f"{rec['forward_gbps']:.1f} / {rec['train_gbps']:.1f} | {copy:.1f} | "
                 f"{100 * rec['forward_gbps'] / copy:.0f} / {100 * rec['train_gbps'] / copy:.0f} | "
                 f"{e['matmul_share']['forward']:.2f} / {e['matmul_share']['train']:.2f} | "
                 f"{e['layer_over_matmul']['forward']:.2f} / {e['layer_over_matmul']['train']:.2f} |")
@@ -522,12 +527,13 @@ def format_markdown(report: dict) -> str:
 
 def _sweep(results: list[dict], axis: str) -> tuple[list[dict], str]:
     """The longest run of shapes that differ only in ``axis`` ("T" or "B"), sorted along it,
-    and a label naming the two fixed dimensions."""
+    and a label naming the two fixed dimensions.  Among equally long runs, the one with the
+    largest fixed dimensions: its timings are the least sensitive to noise."""
     fixed = [d for d in ("B", "T", "H") if d != axis]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault(tuple(r[d] for d in fixed), []).append(r)
-    key, members = max(groups.items(), key=lambda kv: len({r[axis] for r in kv[1]}))
+    key, members = max(groups.items(), key=lambda kv: (len({r[axis] for r in kv[1]}), kv[0]))
     return sorted(members, key=lambda r: r[axis]), ", ".join(f"{d}={v}" for d, v in zip(fixed, key))
 
 

@@ -245,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lrn: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _one_line(e: BaseException) -> str:

@@ -25,8 +25,9 @@ SOLVED_MSE = MEAN_BASELINE_MSE / 10
 
 
 def run_demo(out_dir: str | Path | None = None, *, seconds: float | None = None, plot: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Train, print the table, write the plot (and with ``out_dir`` the runs and results.json)."""
+             progress: bool = True, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, print the table, write the plot (and with ``out_dir`` the runs and results.json).
+    ``overrides`` change settings of the adding task's small preset (tests make it smaller)."""
     seconds = SECONDS_PER_CELL if seconds is None else seconds
     if not seconds > 0:
         raise ValueError(f"--seconds must be positive, got {seconds}")
@@ -35,7 +36,7 @@ def run_demo(out_dir: str | Path | None = None, *, seconds: float | None = None,
     with tempfile.TemporaryDirectory(prefix="lrn-demo-") as scratch:
         runs_dir = Path(out_dir) if out_dir is not None else Path(scratch)
         summary = compare("adding", None, list(CELLS), out_dir=runs_dir, preset="small",
-                          max_minutes=seconds / 60.0, progress=progress)
+                          overrides=overrides, max_minutes=seconds / 60.0, progress=progress)
         curves = {run["cell"]: _curves(runs_dir / cell_dir_name(run["cell"])) for run in summary["runs"]}
     results = {"task": "adding", "seq_len": summary["runs"][0]["config"]["seq_len"],
                "seconds_per_cell": seconds, "mean_baseline_mse": MEAN_BASELINE_MSE, "solved_mse": SOLVED_MSE,

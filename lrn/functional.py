@@ -12,7 +12,9 @@ under autograd, torch.compile(fullgraph=True) and torch.library.opcheck.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
 
 import torch
 
@@ -23,6 +25,7 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+@functools.cache
 def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
@@ -34,8 +37,6 @@ def available_backends() -> list[str]:
     if _installed("numba"):
         found.append("cpu")
     if _installed("triton"):
-        import os
-
         if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
             found.append("triton")
     return found

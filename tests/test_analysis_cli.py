@@ -91,3 +91,19 @@ def test_weights_of_both_nli_sentences(tmp_path, capsys):
                                                           ["A", "dog", "is", "loud", "."]]
     assert main(["analyze", "weights", str(run), "--text", "no separator"]) == 2
     assert "premise ||| hypothesis" in capsys.readouterr().err
+
+
+def test_weights_of_a_document(tmp_path):
+    data = tmp_path / "ag"
+    data.mkdir()
+    rows = "".join(f'"{1 + i % 2}","Stocks rally","Shares rose on Monday #{i}"\n' for i in range(12))
+    (data / "train.csv").write_text(rows)
+    (data / "test.csv").write_text(rows)
+    run = tmp_path / "doc-olrn"
+    train("doc", data, "olrn", preset="tiny", out_dir=run, max_steps=2, progress=False)
+    png = tmp_path / "doc.png"
+    assert main(["analyze", "weights", str(run), "--text", "Oil prices fall (Reuters)",
+                 "--out", str(png)]) == 0
+    sidecar = json.loads(png.with_suffix(".json").read_text())
+    assert sidecar["cell"] == "olrn"
+    assert sidecar["segments"][0]["tokens"] == ["Oil", "prices", "fall", "(", "Reuters", ")"]

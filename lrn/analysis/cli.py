@@ -23,7 +23,7 @@ def cmd_gradients(args: argparse.Namespace) -> int:
     from lrn.analysis.gradients import decay_per_step, flow_at_init
     from lrn.analysis.trained import trained_flows
 
-    for name, value in (("--hidden", args.hidden), ("--length", args.length), ("--sequences", args.sequences)):
+    for name, value in (("--hidden", args.hidden), ("--sequences", args.sequences)):
         if value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     if args.length < 3:

@@ -67,8 +67,8 @@ def plot_token_weights(segments: Sequence[dict], path: Path, title: str) -> Path
     a row per weight vector (e.g. per direction's final state)."""
     longest = max(len(seg["tokens"]) for seg in segments)
     heights = [len(seg["rows"]) for seg in segments]
-    fig, axes = plt.subplots(len(segments), 1, squeeze=False, dpi=DPI, height_ratios=heights,
-                             figsize=(min(16.0, 5.0 + 0.45 * longest), 0.6 + sum(1.0 + 0.4 * h for h in heights)))
+    size = (min(16.0, 5.0 + 0.45 * longest), 0.6 + sum(1.0 + 0.4 * h for h in heights))
+    fig, axes = plt.subplots(len(segments), 1, squeeze=False, dpi=DPI, height_ratios=heights, figsize=size)
     vmax = max(max(max(r) for r in seg["rows"].values()) for seg in segments)
     for i, (ax, seg) in enumerate(zip(axes[:, 0], segments)):
         if len(segments) > 1:

@@ -172,11 +172,12 @@ def _metric_names(runs: list[Run]) -> list[str]:
 
 
 def _primary_metric(task: str) -> str | None:
-    try:
-        from lrn.tasks import get_task
+    """The task's primary metric, or None for a task this installation does not have."""
+    from lrn.tasks import get_task
 
+    try:
         return get_task(task).primary_metric
-    except (ValueError, KeyError, ImportError):
+    except ValueError:
         return None
 
 
@@ -220,8 +221,8 @@ def reference_table(rows: list[PaperRow]) -> str:
 
 # ------------------------------------------------------------------ figures
 def _save_small_png(source: Path, target: Path) -> Path:
-    """Copy a PNG, scaled down to MAX_FIGURE_WIDTH pixels wide and palette-quantised if that
-    keeps it readable (keeps the committed report small)."""
+    """Copy a PNG scaled down to at most MAX_FIGURE_WIDTH pixels wide and quantised to 128
+    colours (plots use few), which keeps the committed report small."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(source) as image:
         image = image.convert("RGB")

@@ -121,9 +121,18 @@ def _nli_runner(task, config, data, model, text: str):
     return [pair.premise, pair.hypothesis], lambda: model(*batch.premise, *batch.hypothesis)
 
 
+def _doc_runner(task, config, data, model, text: str):
+    from lrn.tasks.doc import Document, clean_text
+    from lrn.tasks.text import tokenize
+
+    tokens = tokenize(clean_text(text))[:config["max_tokens"]]  # as the task reads its CSV
+    batch = task.make_batch(data, [Document(tokens, 0)], config)
+    return [tokens], lambda: model(batch.words, batch.chars, batch.lengths)
+
+
 #: task name -> (task, config, data, model, text) -> (token segments, run): how each task reads
 #: raw text; the model's LRN layer reads the segments as one batch, one sequence per segment.
-TEXT_RUNNERS: dict[str, Callable] = {"ner": _ner_runner, "nli": _nli_runner}
+TEXT_RUNNERS: dict[str, Callable] = {"doc": _doc_runner, "ner": _ner_runner, "nli": _nli_runner}
 
 
 def _reads_segments(call: RecurrentCall, sizes: list[int]) -> bool:

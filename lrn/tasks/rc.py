@@ -416,7 +416,8 @@ class ReadingComprehension(Task):
 
 # ---------------------------------------------------------------- lrn predict rc
 
-def load_reader(run_dir: str | Path, device: str = "cpu") -> tuple[ReadingComprehension, dict, RCData, nn.Module]:
+def load_reader(run_dir: str | Path, device: str = "cpu"
+                ) -> tuple[ReadingComprehension, dict[str, Any], RCData, nn.Module]:
     """(task, config, vocabularies, model) of a trained rc run.  Unlike
     ``lrn.train.load_run`` it does not read SQuAD: answering needs only the vocabularies."""
     from lrn.train.checkpoint import load_checkpoint

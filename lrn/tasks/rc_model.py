@@ -145,7 +145,7 @@ class RNet(nn.Module):
         super().__init__()
         H = hidden_size
         self.cell_name = cell
-        self.dropout, self.pointer_dropout = dropout, pointer_dropout
+        self.pointer_dropout = pointer_dropout
         self.word_embed = nn.Embedding(num_words, word_dim, padding_idx=word_pad_id)
         if word_vectors is not None:  # pretrained vectors stay fixed, as in R-Net
             self.word_embed.weight.data.copy_(word_vectors)
@@ -187,8 +187,8 @@ class RNet(nn.Module):
         matched = locked_dropout(matched, self.pointer_dropout, self.training)
         start_logits, glimpse = self.pointer(matched, pdrop(init), c_mask)
         state = initial_state(self.cell_name, init)
-        query, _ = self.pointer_rnn(pdrop(glimpse).unsqueeze(0), state)  # (1, B, 2H)
-        end_logits, _ = self.pointer(matched, pdrop(query[0]), c_mask)
+        query, _ = self.pointer_rnn.step(pdrop(glimpse), state)  # (B, 2H)
+        end_logits, _ = self.pointer(matched, pdrop(query), c_mask)
         return start_logits, end_logits
 
 

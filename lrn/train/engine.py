@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lrn.modules import count_parameters, parse_cell_spec
 from lrn.tasks import get_task
-from lrn.tasks.base import Task
+from lrn.tasks.base import DataError, Task
 from lrn.train import distributed
 from lrn.train.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lrn.train.config import resolve_config
@@ -169,6 +169,9 @@ class Trainer:
                         stop = True
                         break
                     if ended:
+                        if self.batch_in_epoch == 0:
+                            raise DataError(f"task {self.task.name} made no training batches "
+                                            "(is the training split smaller than one batch?)")
                         self.epoch += 1
                         self.batch_in_epoch = 0
                         if not self.config.get("eval_every"):

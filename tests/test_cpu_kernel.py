@@ -1,0 +1,165 @@
+"""The numba CPU kernels (lrn.ops.cpu) against the plain-PyTorch reference.
+
+Every case compares out, h_last, grad_gates and grad_h0 (random upstream gradients on
+both outputs) with lrn_scan_reference + autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+from lrn.ops import cpu
+from lrn.ops.reference import lrn_scan_reference
+
+TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def check_against_reference(T, B, H, *, num_directions=1, reverse=False, tanh=True,
+                            output_gate=False, lengths=None, with_h0=True, dtype=torch.float32,
+                            seed=0, scale=1.5, gates=None):
+    gen = torch.Generator().manual_seed(seed)
+    width = num_directions * (4 if output_gate else 3) * H
+    if gates is None:
+        gates = torch.randn(T, B, width, generator=gen, dtype=dtype) * scale
+    h0 = torch.randn(num_directions, B, H, generator=gen, dtype=dtype) if with_h0 else None
+    lengths = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+
+    ref_gates = gates.detach().clone().requires_grad_(True)
+    ref_h0 = None if h0 is None else h0.clone().requires_grad_(True)
+    ref_out, ref_h_last = lrn_scan_reference(
+        ref_gates, ref_h0, lengths, num_directions=num_directions, reverse=reverse,
+        activation="tanh" if tanh else "identity", output_gate=output_gate)
+    grad_out = torch.randn(ref_out.shape, generator=gen, dtype=dtype)
+    grad_h_last = torch.randn(ref_h_last.shape, generator=gen, dtype=dtype)
+    inputs = [ref_gates] + ([] if ref_h0 is None else [ref_h0])
+    ref_grads = torch.autograd.grad(
+        (ref_out * grad_out).sum() + (ref_h_last * grad_h_last).sum(), inputs)
+
+    h0_before = None if h0 is None else h0.clone()
+    grad_h_last_before = grad_h_last.clone()
+    out, h_last = cpu.scan_forward(gates, h0, lengths, num_directions, reverse, tanh, output_gate)
+    grad_gates, grad_h0 = cpu.scan_backward(grad_out, grad_h_last, gates, out, h0, lengths,
+                                            num_directions, reverse, tanh, output_gate)
+
+    tol = TOLERANCES[dtype]
+    assert out.dtype == dtype and h_last.dtype == dtype and grad_gates.dtype == dtype
+    torch.testing.assert_close(out, ref_out.detach(), **tol)
+    torch.testing.assert_close(h_last, ref_h_last.detach(), **tol)
+    torch.testing.assert_close(grad_gates, ref_grads[0], **tol)
+    if h0 is None:
+        assert grad_h0 is None
+    else:
+        torch.testing.assert_close(grad_h0, ref_grads[1], **tol)
+        torch.testing.assert_close(h0, h0_before, rtol=0, atol=0)  # inputs are not written
+    torch.testing.assert_close(grad_h_last, grad_h_last_before, rtol=0, atol=0)
+
+
+# (num_directions, reverse)
+DIRECTIONS = [(1, False), (1, True), (2, False)]
+# None (all T=6 steps), or unsorted lengths with a length-1 and a full sequence
+LENGTHS = [None, [3, 6, 1, 5]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("tanh", [True, False], ids=["tanh", "identity"])
+@pytest.mark.parametrize("output_gate", [False, True], ids=["lrn", "olrn"])
+@pytest.mark.parametrize("directions", DIRECTIONS, ids=["fwd", "reverse", "bidir"])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no_h0"])
+def test_matches_reference(dtype, tanh, output_gate, directions, lengths, with_h0):
+    num_directions, reverse = directions
+    check_against_reference(6, 4, 5, num_directions=num_directions, reverse=reverse, tanh=tanh,
+                            output_gate=output_gate, lengths=lengths, with_h0=with_h0,
+                            dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("num_directions", [1, 2])
+@pytest.mark.parametrize("H", [37, 50])
+def test_batch_one_splits_hidden(dtype, num_directions, H):
+    # B*D below the thread count: H is cut into chunks, the last one partial.
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        numba.set_num_threads(threads)
+        try:
+            check_against_reference(5, 1, H, num_directions=num_directions, output_gate=True,
+                                    dtype=dtype, lengths=[4])
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.parametrize("pairs,hidden", [(1, 1), (1, 37), (1, 256), (2, 50), (64, 512)])
+def test_chunking_covers_hidden(pairs, hidden):
+    n_chunks, chunk = cpu._chunking(pairs, hidden)
+    assert chunk % 16 == 0 and 1 <= n_chunks <= max(1, math.ceil(hidden / 16))
+    assert (n_chunks - 1) * chunk < hidden <= n_chunks * chunk
+    if pairs >= numba.get_num_threads():
+        assert n_chunks == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_zero_length_sequence_keeps_state(dtype):
+    check_against_reference(4, 3, 6, num_directions=2, lengths=[0, 4, 2], dtype=dtype)
+
+
+@pytest.mark.parametrize("output_gate", [False, True], ids=["lrn", "olrn"])
+def test_saturated_gates_float32(output_gate):
+    # |gates| up to ~40: sigmoid/tanh saturate, exercising the clamp of the rational tanh.
+    check_against_reference(8, 3, 20, output_gate=output_gate, scale=12.0, seed=3)
+
+
+def test_longer_sequence_float32():
+    check_against_reference(40, 3, 33, num_directions=2, lengths=[40, 17, 1], seed=5)
+
+
+def test_non_contiguous_gates():
+    gates = torch.randn(4, 6, 9, dtype=torch.float64).transpose(0, 1)  # (T=6, B=4, 9)
+    assert not gates.is_contiguous()
+    check_against_reference(6, 4, 3, gates=gates, dtype=torch.float64)
+
+
+def test_nan_propagates():
+    gates = torch.randn(3, 2, 12)
+    gates[1, 0, 3] = float("nan")  # k gate (H=3) of t=1, b=0, h=0
+    out, h_last = cpu.scan_forward(gates, None, None, 1, False, True, True)
+    ref_out, _ = lrn_scan_reference(gates, output_gate=True)
+    assert torch.equal(out.isnan(), ref_out.isnan())
+    assert out[1, 0, 0].isnan() and not out[0].isnan().any()
+
+
+def _vectorised(fn):
+    @numba.njit
+    def apply(x):
+        y = np.empty_like(x)
+        for j in range(x.size):
+            y[j] = fn(x[j])
+        return y
+    return apply
+
+
+def test_float32_activations_accuracy():
+    x = np.concatenate([np.linspace(-20, 20, 400001), np.geomspace(1e-30, 1.0, 2001),
+                        -np.geomspace(1e-30, 1.0, 2001), [0.0]]).astype(np.float32)
+    exact = x.astype(np.float64)
+    tanh = _vectorised(cpu._tanh)(x)
+    sigmoid = _vectorised(cpu._sigmoid)(x)
+    assert tanh.dtype == np.float32 and sigmoid.dtype == np.float32
+    tanh_rel = np.abs(tanh - np.tanh(exact)) / np.maximum(np.abs(np.tanh(exact)), 1e-38)
+    assert tanh_rel.max() < 4e-7
+    assert np.abs(sigmoid - 1 / (1 + np.exp(-exact))).max() < 2e-7
+    assert np.isnan(_vectorised(cpu._tanh)(np.array([np.nan], np.float32))).all()
+
+
+@pytest.mark.parametrize("bad,message", [
+    (torch.zeros(2, 1, 6, dtype=torch.float16), "float32 or float64"),
+    (torch.zeros(2, 1, 7), "multiple of 3"),
+    (torch.zeros(2, 6), r"\(T, B, D\*G\*H\)"),
+])
+def test_bad_gates_raise(bad, message):
+    with pytest.raises(ValueError, match=message):
+        cpu.scan_forward(bad, None, None, 1, False, True, False)
+
