@@ -103,8 +103,8 @@ def parse_shapes(text: str) -> list[Shape]:
 # ------------------------------------------------------------------ measuring
 @dataclass
 class Timed:
-    name: str  # an implementation ("lstm", "lrn[cpu]"), "matmul", or "recurrence[cpu]"
-    mode: str  # "forward" or "train"
+    name: str  # an implementation ("lstm", "lrn[cpu]"), "matmul", "recurrence[cpu]" or "copy"
+    mode: str  # "forward" or "train" ("copy" for the copy)
     fn: Callable[[], None]
 
 

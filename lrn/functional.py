@@ -12,7 +12,6 @@ under autograd, torch.compile(fullgraph=True) and torch.library.opcheck.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -25,9 +24,12 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@functools.cache
+# Looked up once: resolve_backend runs on every call, also inside torch.compile traces.
+_INSTALLED = {name: importlib.util.find_spec(name) is not None for name in ("numba", "triton")}
+
+
 def _installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
+    return _INSTALLED[package]
 
 
 def available_backends() -> list[str]:

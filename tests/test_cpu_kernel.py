@@ -16,7 +16,8 @@ import torch
 from lrn.ops import cpu
 from lrn.ops.reference import lrn_scan_reference
 
-TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5),
+              torch.float64: dict(rtol=1e-10, atol=1e-12)}
 
 
 def check_against_reference(T, B, H, *, num_directions=1, reverse=False, tanh=True,
@@ -81,24 +82,35 @@ def test_matches_reference(dtype, tanh, output_gate, directions, lengths, with_h
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("num_directions", [1, 2])
 @pytest.mark.parametrize("H", [37, 50])
-def test_batch_one_splits_hidden(dtype, num_directions, H):
-    # B*D below the thread count: H is cut into chunks, the last one partial.
-    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-        numba.set_num_threads(threads)
-        try:
-            check_against_reference(5, 1, H, num_directions=num_directions, output_gate=True,
-                                    dtype=dtype, lengths=[4])
-        finally:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+def test_batch_one_parallel(monkeypatch, dtype, num_directions, H):
+    # Tiny shapes normally run on one thread; force the thread pool so that, with B*D below
+    # the thread count, H is cut into chunks (the last one partial).
+    monkeypatch.setattr(cpu, "_PARALLEL_MIN_ELEMENTS", 0)
+    check_against_reference(5, 1, H, num_directions=num_directions, output_gate=True,
+                            dtype=dtype, lengths=[4])
+    check_against_reference(5, 5, H, num_directions=num_directions, dtype=dtype,
+                            lengths=[5, 2, 4, 1, 5])
 
 
-@pytest.mark.parametrize("pairs,hidden", [(1, 1), (1, 37), (1, 256), (2, 50), (64, 512)])
-def test_chunking_covers_hidden(pairs, hidden):
-    n_chunks, chunk = cpu._chunking(pairs, hidden)
+@pytest.mark.parametrize("pairs,hidden,threads", [
+    (1, 1, 2), (1, 37, 2), (1, 256, 2), (1, 256, 16), (2, 50, 8), (64, 512, 2), (3, 40, 1)])
+def test_chunking_covers_hidden(pairs, hidden, threads):
+    n_chunks, chunk = cpu._chunking(pairs, hidden, threads)
     assert chunk % 16 == 0 and 1 <= n_chunks <= max(1, math.ceil(hidden / 16))
     assert (n_chunks - 1) * chunk < hidden <= n_chunks * chunk
-    if pairs >= numba.get_num_threads():
+    if pairs >= threads:
         assert n_chunks == 1
+    elif hidden >= 16 * threads:
+        assert pairs * n_chunks >= threads  # every thread gets work
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_balanced_order_deals_sorted_lengths(threads):
+    lengths = np.arange(12, 0, -1)  # sorted longest first, as packed sequences are
+    order = cpu._balanced_order(lengths, threads)
+    assert sorted(order.tolist()) == list(range(12))
+    block_work = [lengths[block].sum() for block in np.array_split(order, threads)]
+    assert max(block_work) - min(block_work) <= lengths.max()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -154,12 +166,23 @@ def test_float32_activations_accuracy():
     assert np.isnan(_vectorised(cpu._tanh)(np.array([np.nan], np.float32))).all()
 
 
-@pytest.mark.parametrize("bad,message", [
-    (torch.zeros(2, 1, 6, dtype=torch.float16), "float32 or float64"),
-    (torch.zeros(2, 1, 7), "multiple of 3"),
-    (torch.zeros(2, 6), r"\(T, B, D\*G\*H\)"),
+@pytest.mark.parametrize("gates,h0,lengths,message", [
+    (torch.zeros(2, 1, 6, dtype=torch.float16), None, None, "float32 or float64"),
+    (torch.zeros(2, 1, 7), None, None, "multiple of 3"),
+    (torch.zeros(2, 6), None, None, r"\(T, B, D\*G\*H\)"),
+    (torch.zeros(2, 1, 6), torch.zeros(1, 2, 2), None, "h0 must have shape"),
+    (torch.zeros(2, 1, 6), None, torch.tensor([1, 2]), "lengths must have shape"),
+    (torch.zeros(2, 1, 6), None, torch.tensor([3]), r"lengths must lie in \[0, T=2\]"),
+    (torch.zeros(2, 1, 6), None, torch.tensor([-1]), "lengths must lie in"),
 ])
-def test_bad_gates_raise(bad, message):
+def test_bad_input_raises(gates, h0, lengths, message):
     with pytest.raises(ValueError, match=message):
-        cpu.scan_forward(bad, None, None, 1, False, True, False)
+        cpu.scan_forward(gates, h0, lengths, 1, False, True, False)
+
+
+def test_bad_gradient_shape_raises():
+    gates = torch.zeros(2, 1, 6)
+    out, h_last = cpu.scan_forward(gates, None, None, 1, False, True, False)
+    with pytest.raises(ValueError, match="grad_out must have shape"):
+        cpu.scan_backward(out[:1], h_last, gates, out, None, None, 1, False, True, False)
 

@@ -128,3 +128,18 @@ def test_tiny_preset_learns(tmp_path, cell, one_thread):
     assert scores["accuracy"] > 80.0 and scores["error"] == pytest.approx(100 - scores["accuracy"])
     again = task.load_data(tmp_path / "toy", config, vocab=task.vocab_state(data))
     assert again.words.itos == data.words.itos and again.classes == data.classes
+
+
+def test_train_then_predict_command(tmp_path, capsys, one_thread):
+    from lrn.cli import main
+
+    write_toy_corpus(tmp_path / "toy")
+    run = tmp_path / "run"
+    assert main(["train", "doc", "--data", str(tmp_path / "toy"), "--preset", "tiny", "--cell", "lrn",
+                 "--out", str(run), "--max-steps", "5", "--no-progress"]) == 0
+    raw = tmp_path / "docs.txt"
+    raw.write_text("the match ended with a late goal\n\nbank stock fell on the report\n")
+    capsys.readouterr()
+    assert main(["predict", "doc", str(run), "--input", str(raw)]) == 0
+    out = capsys.readouterr().out.split("\n")
+    assert len([x for x in out if x]) == 2 and set(x for x in out if x) <= {"Sports", "Business", "Tech", "World"}

@@ -201,4 +201,37 @@ def test_read_raw_and_predict_shapes(tmp_path):
     model = task.build_model(config, data, "lrn")
     tags = task.predict(model, data, sents, config, torch.device("cpu"))
     assert [len(t) for t in tags] == [3, 3]
-    assert all(t == "O" or t[:2] in ("B-", "I-") for s in tags for t in s)  # IOB2 out
+    assert all(t == "O" or t[:2] in ("B-", "I-") for s in tags for t in s)  # IOB2
+
+
+def test_train_then_predict_command(tmp_path, capsys, one_thread):
+    from lrn.cli import main
+
+    write_toy_corpus(tmp_path / "toy")
+    run = tmp_path / "run"
+    assert main(["train", "ner", "--data", str(tmp_path / "toy"), "--preset", "tiny", "--cell", "lrn",
+                 "--out", str(run), "--max-steps", "40", "--no-progress"]) == 0
+    raw = tmp_path / "raw.txt"
+    raw.write_text("Mr Smith ran\nin Paris Rome today\n")
+    capsys.readouterr()
+    assert main(["predict", "ner", str(run), "--input", str(raw)]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    # CoNLL output: "token tag" per line, a blank line after each sentence.
+    assert [line.split()[0] for line in lines if line] == "Mr Smith ran in Paris Rome today".split()
+    assert lines[3] == "" and lines[8] == "" and len([x for x in lines if x]) == 7
+    assert main(["predict", "ner", str(run), "--input", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_embeddings_file_initialises_words_and_bad_files_fail_clearly(tmp_path):
+    write_toy_corpus(tmp_path / "toy")
+    task = NERTask()
+    config = task.config("tiny", tmp_path / "toy")
+    data = task.load_data(tmp_path / "toy", config)
+    glove = tmp_path / "glove.txt"
+    glove.write_text("smith " + " ".join(["0.5"] * 16) + "\n")
+    model = task.build_model(dict(config, embeddings=str(glove)), data, "lrn")
+    row = model.embed.words.weight[data.words.index("smith")]
+    assert torch.all(row == 0.5)
+    glove.write_text("smith 0.5 0.5\n")
+    with pytest.raises(DataError, match=r"glove\.txt:1: expected a word and 16 numbers, got 2"):
+        task.build_model(dict(config, embeddings=str(glove)), data, "lrn")

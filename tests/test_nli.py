@@ -122,3 +122,21 @@ def test_premise_and_hypothesis_padding_does_not_change_predictions(tmp_path, on
     for i, pair in enumerate(pairs):
         alone = task.make_batch(data, [pair], config)
         assert torch.allclose(model(*alone.premise, *alone.hypothesis)[0], together[i], atol=1e-5)
+
+
+def test_train_then_predict_command(tmp_path, capsys, one_thread):
+    from lrn.cli import main
+
+    write_toy_snli(tmp_path / "toy")
+    run = tmp_path / "run"
+    assert main(["train", "nli", "--data", str(tmp_path / "toy"), "--preset", "tiny", "--cell", "lrn",
+                 "--out", str(run), "--max-steps", "5", "--no-progress"]) == 0
+    raw = tmp_path / "pairs.txt"
+    raw.write_text("A red car is here.\tThe car is red.\n\nA dog.\tThe dog is blue.\n")
+    capsys.readouterr()
+    assert main(["predict", "nli", str(run), "--input", str(raw)]) == 0
+    out = capsys.readouterr().out.split()
+    assert len(out) == 2 and set(out) <= set(LABELS)
+    raw.write_text("no tab here\n")
+    assert main(["predict", "nli", str(run), "--input", str(raw)]) == 2
+    assert "pairs.txt:1: expected 'premise<TAB>hypothesis'" in capsys.readouterr().err

@@ -14,7 +14,6 @@ import base64
 import json
 import math
 import re
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,7 +60,9 @@ def _read_json(path: Path) -> Any:
 
 
 def _dataset_of(results: dict, run_dir: Path | None) -> str | None:
-    """The dataset a run used, from its data directory (results.json, else its checkpoint)."""
+    """The dataset a run used, from its data directory (in results.json, else in its
+    checkpoint): a known dataset directory among the path's components, else the one known
+    dataset directory under it (rc reads <data>/rc/squad), else the directory's name."""
     data_dir = results.get("data_dir")
     if data_dir is None and run_dir is not None:
         for meta in sorted(run_dir.glob("checkpoints/*/meta.json")):
@@ -70,12 +71,19 @@ def _dataset_of(results: dict, run_dir: Path | None) -> str | None:
                 break
     if not data_dir:
         return None
-    name = Path(data_dir).name.lower()
-    return DATASETS.get(name, Path(data_dir).name)
+    path = Path(data_dir)
+    for part in reversed(path.parts):
+        if part.lower() in DATASETS:
+            return DATASETS[part.lower()]
+    below = [name for name in DATASETS
+             if (path / results["task"] / name).is_dir() or (path / name).is_dir()]
+    return DATASETS[below[0]] if len(below) == 1 else path.name
 
 
 def _is_bench(obj: Any) -> bool:
-    return isinstance(obj, dict) and {"machine", "config", "results", "copy_gbps"} <= obj.keys()
+    """A report written by ``lrn bench --out``."""
+    return (isinstance(obj, dict) and {"machine", "config", "results"} <= obj.keys()
+            and isinstance(obj["results"], list) and all("impls" in r for r in obj["results"]))
 
 
 def _is_results(obj: Any) -> bool:
@@ -257,7 +265,7 @@ def _group_runs(runs: list[Run]) -> dict[tuple, list[Run]]:
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         r = run.results
-        groups[(r["task"], run.dataset or "?", r.get("preset", "?"), r.get("device", "?"))].append(run)
+        groups[(r["task"], run.dataset or "-", r.get("preset", "-"), r.get("device", "-"))].append(run)
     return dict(sorted(groups.items()))
 
 
@@ -267,7 +275,8 @@ def _slug(*parts: str) -> str:
 
 def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
     task, dataset, preset, device = key
-    out = [f"### {TASK_TITLES.get(task, task)}: {dataset}, preset {preset}, {device}", ""]
+    data = "" if dataset == "-" else f": {dataset}"
+    out = [f"### {TASK_TITLES.get(task, task)}{data}, preset {preset}, {device}", ""]
     out.append(task_table(runs))
     published = paper_rows(task)
     matched = any(_paper_row(r) for r in runs)
@@ -286,9 +295,6 @@ def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
                            f"{task} {dataset} ({preset})")
     if png is not None:
         out += ["", f"![validation curves]({png.parent.name}/{png.name})"]
-    times = [r.results.get("time_per_batch_s") for r in runs if r.results.get("time_per_batch_s")]
-    if len(times) > 1:
-        out += ["", f"Median time per batch over these runs: {statistics.median(times):.4f} s."]
     return out + [""]
 
 

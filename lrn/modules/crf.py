@@ -58,6 +58,7 @@ class CRF(nn.Module):
     def score(self, emissions: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Unnormalised score s(tags) of each sequence: (B,)."""
         trans, start, end = self._scores()
+        emissions = emissions.float()  # sums over many steps: no bf16 under autocast
         mask = self._mask(emissions, lengths).to(emissions.dtype)  # (T, B)
         emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (T, B)
         pair = trans[tags[:-1], tags[1:]]  # (T-1, B)
@@ -67,6 +68,7 @@ class CRF(nn.Module):
     def log_partition(self, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """log Z: log-sum-exp of s(y) over every tag sequence y (forward algorithm): (B,)."""
         trans, start, end = self._scores()
+        emissions = emissions.float()
         mask = self._mask(emissions, lengths)  # (T, B)
         alpha = start + emissions[0]  # (B, K)
         for t in range(1, emissions.shape[0]):
@@ -84,8 +86,10 @@ class CRF(nn.Module):
         return self.log_partition(emissions, lengths) - self.score(emissions, tags, lengths)
 
     def decode(self, emissions: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Viterbi: the best tag sequence (T, B) (0 at padded steps) and its score (B,)."""
+        """Viterbi: the best tag sequence (T, B) (0 at padded steps) and its score (B,);
+        vectorised over the batch, the only loop is over time."""
         trans, start, end = self._scores()
+        emissions = emissions.float()
         num_steps, batch = emissions.shape[:2]
         mask = self._mask(emissions, lengths)  # (T, B)
         keep = torch.arange(self.num_tags, device=emissions.device).expand(batch, -1)  # (B, K)

@@ -30,8 +30,9 @@ import torch
 from numba import njit, prange, types
 from numba.extending import overload
 
-# No nnan/ninf: NaN inputs must propagate as they do in the reference.
-_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Fast-math: FMA contraction only.  The other flags bought nothing measurable here, and
+# nnan/ninf would break NaN propagation (the reference propagates NaN).
+_FASTMATH = {"contract"}
 # error_model="numpy": no ZeroDivisionError branch, which would block vectorisation.
 _JIT_OPTIONS = {"fastmath": _FASTMATH, "error_model": "numpy"}
 
@@ -97,13 +98,13 @@ def _one_minus_square_overload(x):
 
 
 @njit(inline="always")
-def _work_item(item, batch, n_chunks, chunk, hidden):
+def _work_item(item, order, n_chunks, chunk, hidden):
     """(direction, sequence, first h, end h) of one parallel work item."""
     # prange hands out unsigned indices; uint64 with int64 would promote to float64
-    d, rest = divmod(np.int64(item), batch * n_chunks)
-    b, c = divmod(rest, n_chunks)
+    d, rest = divmod(np.int64(item), order.shape[0] * n_chunks)
+    position, c = divmod(rest, n_chunks)
     h_lo = c * chunk
-    return d, b, h_lo, min(hidden, h_lo + chunk)
+    return d, order[position], h_lo, min(hidden, h_lo + chunk)
 
 
 def _build_forward(use_tanh: bool, output_gate: bool):
@@ -111,7 +112,7 @@ def _build_forward(use_tanh: bool, output_gate: bool):
     branches in the inner loop and LLVM then vectorises only one variant, or none)."""
 
     @njit(parallel=True, cache=True, **_JIT_OPTIONS)
-    def forward(gates, state, out, lengths, num_directions, reverse, n_chunks, chunk):
+    def forward(gates, state, out, lengths, num_directions, reverse, order, n_chunks, chunk):
         # gates (T, B, D*G*H); state (D, B, H): holds h0 on entry, h_last on exit;
         # out (T, B, D*H).  Inner loops index slices from 0: an offset index makes numba
         # emit a negative-index check per access, which stops LLVM from vectorising.
@@ -119,7 +120,7 @@ def _build_forward(use_tanh: bool, output_gate: bool):
         H = state.shape[2]
         G = 4 if output_gate else 3
         for item in prange(num_directions * B * n_chunks):
-            d, b, h_lo, h_hi = _work_item(item, B, n_chunks, chunk, H)
+            d, b, h_lo, h_hi = _work_item(item, order, n_chunks, chunk, H)
             backwards = d == 1 or (num_directions == 1 and reverse)
             n = lengths[b]
             width = h_hi - h_lo
@@ -161,14 +162,14 @@ def _build_backward(use_tanh: bool, output_gate: bool):
 
     @njit(parallel=True, cache=True, **_JIT_OPTIONS)
     def backward(grad_out, dstate, gates, out, h0, grad_gates, lengths, num_directions, reverse,
-                 n_chunks, chunk):
+                 order, n_chunks, chunk):
         # grad_out (T, B, D*H); dstate (D, B, H): holds grad_h_last on entry, grad_h0 on exit;
         # gates (T, B, D*G*H); out (T, B, D*H); h0 (D, B, H); grad_gates (T, B, D*G*H)
         T, B, _ = gates.shape
         H = dstate.shape[2]
         G = 4 if output_gate else 3
         for item in prange(num_directions * B * n_chunks):
-            d, b, h_lo, h_hi = _work_item(item, B, n_chunks, chunk, H)
+            d, b, h_lo, h_hi = _work_item(item, order, n_chunks, chunk, H)
             backwards = d == 1 or (num_directions == 1 and reverse)
             n = lengths[b]
             width = h_hi - h_lo
@@ -227,15 +228,42 @@ _FORWARD = {flags: _build_forward(*flags) for flags in _FLAGS}
 _BACKWARD = {flags: _build_backward(*flags) for flags in _FLAGS}
 
 _SIMD_FLOATS = 16  # one AVX-512 register of float32; chunks stay vector-aligned
+# Below this many (step, sequence, direction, unit) elements the kernels run on the calling
+# thread: waking the pool costs tens of microseconds on an idle machine and whole scheduler
+# time slices (milliseconds) on a busy one, more than the work (~1 ns per element).
+_PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
-def _chunking(pairs: int, hidden: int) -> tuple[int, int]:
+def _chunking(pairs: int, hidden: int, threads: int) -> tuple[int, int]:
     """(n_chunks, chunk): split H so that every thread gets work when pairs < threads."""
-    threads = numba.get_num_threads()
     n_chunks = 1 if pairs >= threads else min(-(-threads // pairs), -(-hidden // _SIMD_FLOATS))
     chunk = -(-hidden // n_chunks)
     chunk = -(-chunk // _SIMD_FLOATS) * _SIMD_FLOATS
     return -(-hidden // chunk), chunk
+
+
+def _balanced_order(lengths: np.ndarray, threads: int) -> np.ndarray:
+    """The order in which work items visit the sequences.
+
+    numba's OpenMP pool gives each thread one contiguous block of work items, so a batch
+    sorted by length (as packed sequences are) would leave one thread all the long ones.
+    Deal the sequences, longest first, round-robin into the threads' blocks instead.
+    """
+    by_length = np.argsort(-lengths, kind="stable")
+    return np.concatenate([by_length[p::threads] for p in range(threads)])
+
+
+def _launch(kernel, lengths: np.ndarray, num_directions: int, hidden: int, *args) -> None:
+    """kernel(*args, order, n_chunks, chunk) on as many threads as the work is worth."""
+    pairs = num_directions * lengths.shape[0]
+    work = int(lengths.sum()) * num_directions * hidden
+    available = numba.get_num_threads()
+    threads = available if work >= _PARALLEL_MIN_ELEMENTS else 1
+    numba.set_num_threads(threads)
+    try:
+        kernel(*args, _balanced_order(lengths, threads), *_chunking(pairs, hidden, threads))
+    finally:
+        numba.set_num_threads(available)
 
 
 _HUGE_PAGE = 2 << 20
@@ -260,45 +288,59 @@ def _empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
-def _check(gates: torch.Tensor, num_directions: int, output_gate: bool) -> int:
+def _check_gates(gates: torch.Tensor, num_directions: int, output_gate: bool) -> int:
     """Validate the packed gates; returns H."""
     if gates.device.type != "cpu":
         raise ValueError(f"cpu backend: gates must be on the CPU, got {gates.device}")
     if gates.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"cpu backend: gates must be float32 or float64, got {gates.dtype}")
     if gates.dim() != 3:
-        raise ValueError(f"cpu backend: gates must be (T, B, D*G*H), got shape {tuple(gates.shape)}")
+        raise ValueError(
+            f"cpu backend: gates must be (T, B, D*G*H), got shape {tuple(gates.shape)}")
     blocks = num_directions * (4 if output_gate else 3)
     if gates.shape[2] % blocks:
-        raise ValueError(f"cpu backend: gates last dim {gates.shape[2]} is not a multiple of {blocks}")
+        raise ValueError(
+            f"cpu backend: gates last dim {gates.shape[2]} is not a multiple of {blocks}")
     return gates.shape[2] // blocks
 
 
+def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
+    # The kernels do not bounds-check: a wrong shape would read or write out of bounds.
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"cpu backend: {name} must have shape {shape}, got {tuple(tensor.shape)}")
+
+
 def _lengths_array(lengths: torch.Tensor | None, T: int, B: int) -> np.ndarray:
+    """(B,) int64 valid steps per sequence, checked to lie in [0, T]."""
     if lengths is None:
         return np.full(B, T, dtype=np.int64)
-    return lengths.detach().to(torch.int64).contiguous().numpy()
+    _check_shape("lengths", lengths, (B,))
+    array = lengths.detach().to("cpu", torch.int64).contiguous().numpy()
+    if array.min() < 0 or array.max() > T:
+        raise ValueError(f"cpu backend: lengths must lie in [0, T={T}], got {array.tolist()}")
+    return array
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    """Zero-copy numpy view of a contiguous CPU tensor."""
-    return t.detach().contiguous().numpy()
+def _np(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Numpy view of a CPU tensor in dtype, C-contiguous (zero-copy when it already is)."""
+    return t.detach().to(dtype).contiguous().numpy()
 
 
 def scan_forward(gates, h0, lengths, num_directions: int, reverse: bool, tanh: bool,
                  output_gate: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """LRN recurrence over packed gates (T, B, D*G*H) -> (out (T, B, D*H), h_last (D, B, H))."""
-    H = _check(gates, num_directions, output_gate)
+    H = _check_gates(gates, num_directions, output_gate)
     T, B, _ = gates.shape
-    out = _empty(T, B, num_directions * H, dtype=gates.dtype)
+    lengths_array = _lengths_array(lengths, T, B)
     if h0 is None:
         h_last = torch.zeros(num_directions, B, H, dtype=gates.dtype)
     else:
+        _check_shape("h0", h0, (num_directions, B, H))
         h_last = h0.detach().to(gates.dtype, copy=True).contiguous()
-    n_chunks, chunk = _chunking(num_directions * B, H)
-    _FORWARD[tanh, output_gate](_np(gates), h_last.numpy(), out.numpy(),
-                                _lengths_array(lengths, T, B), num_directions, reverse,
-                                n_chunks, chunk)
+    out = _empty(T, B, num_directions * H, dtype=gates.dtype)
+    _launch(_FORWARD[tanh, output_gate], lengths_array, num_directions, H,
+            _np(gates, gates.dtype), h_last.numpy(), out.numpy(), lengths_array,
+            num_directions, reverse)
     return out, h_last
 
 
@@ -306,14 +348,23 @@ def scan_backward(grad_out, grad_h_last, gates, out, h0, lengths, num_directions
                   reverse: bool, tanh: bool,
                   output_gate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of scan_forward: (grad_gates (T, B, D*G*H), grad_h0 (D, B, H) or None)."""
-    H = _check(gates, num_directions, output_gate)
+    H = _check_gates(gates, num_directions, output_gate)
     T, B, width = gates.shape
-    grad_gates = _empty(T, B, width, dtype=gates.dtype)
+    lengths_array = _lengths_array(lengths, T, B)
+    for name, tensor, shape in [("grad_out", grad_out, (T, B, num_directions * H)),
+                                ("out", out, (T, B, num_directions * H)),
+                                ("grad_h_last", grad_h_last, (num_directions, B, H))]:
+        _check_shape(name, tensor, shape)
+    if h0 is None:
+        h0 = torch.zeros(num_directions, B, H, dtype=gates.dtype)
+        wants_grad_h0 = False
+    else:
+        _check_shape("h0", h0, (num_directions, B, H))
+        wants_grad_h0 = True
     grad_h0 = grad_h_last.detach().to(gates.dtype, copy=True).contiguous()
-    h0_values = torch.zeros(num_directions, B, H, dtype=gates.dtype) if h0 is None else h0
-    n_chunks, chunk = _chunking(num_directions * B, H)
-    _BACKWARD[tanh, output_gate](_np(grad_out.to(gates.dtype)), grad_h0.numpy(), _np(gates),
-                                 _np(out), _np(h0_values.to(gates.dtype)), grad_gates.numpy(),
-                                 _lengths_array(lengths, T, B), num_directions, reverse,
-                                 n_chunks, chunk)
-    return grad_gates, (None if h0 is None else grad_h0)
+    grad_gates = _empty(T, B, width, dtype=gates.dtype)
+    _launch(_BACKWARD[tanh, output_gate], lengths_array, num_directions, H,
+            _np(grad_out, gates.dtype), grad_h0.numpy(), _np(gates, gates.dtype),
+            _np(out, gates.dtype), _np(h0, gates.dtype), grad_gates.numpy(), lengths_array,
+            num_directions, reverse)
+    return grad_gates, (grad_h0 if wants_grad_h0 else None)

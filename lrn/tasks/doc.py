@@ -12,6 +12,7 @@ slice of the training rows (``valid_fraction``) is held out for validation.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import html
 import random
@@ -126,6 +127,7 @@ class DocModel(nn.Module):
     def __init__(self, config: dict[str, Any], num_words: int, num_chars: int, num_classes: int,
                  cell: str):
         super().__init__()
+        self.label_smoothing = config["label_smoothing"]  # read by DocTask.loss
         self.embed = WordCharEmbedding(num_words, num_chars, word_dim=config["word_dim"],
                                        char_dim=config["char_dim"], char_out=config["char_out"],
                                        dropout=config["dropout"])
@@ -167,16 +169,20 @@ class DocData:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(word_dim=16, char_dim=8, char_out=8, hidden_size=16, num_layers=1, dropout=0.0,
                  batch_size=16, lr=5e-3, optimizer="adam", clip=5.0, max_epochs=20, eval_every=0,
-                 max_tokens=50, max_chars=15, min_freq=1, max_vocab=None, valid_fraction=0.1),
+                 max_tokens=50, max_chars=15, min_freq=1, max_vocab=None, lowercase=True,
+                 label_smoothing=0.0, valid_fraction=0.1, embeddings=None),
     "small": dict(word_dim=100, char_dim=25, char_out=50, hidden_size=100, num_layers=1,
                   dropout=0.3, batch_size=32, lr=1e-3, optimizer="adam", clip=5.0, max_epochs=10,
                   eval_every=100, max_tokens=100, max_chars=15, min_freq=2, max_vocab=30000,
-                  valid_fraction=0.05),
-    # The paper: 300-d embeddings, hidden 150, Adam 1e-3, batch 64, documents cut at 400 tokens.
-    "paper": dict(word_dim=300, char_dim=32, char_out=64, hidden_size=150, num_layers=1,
-                  dropout=0.3, batch_size=64, lr=1e-3, optimizer="adam", clip=5.0, max_epochs=10,
-                  eval_every=1000, max_tokens=400, max_chars=15, min_freq=2, max_vocab=50000,
-                  valid_fraction=0.05),
+                  lowercase=True, label_smoothing=0.1, valid_fraction=0.05, embeddings=None),
+    # The paper (authors' doc/config.py): 300-d (GloVe) words, 32-d chars, hidden 64, dropout 0.1,
+    # label smoothing 0.1, Adam 1e-3, batches of 64, clip 5, L2 3e-5, 6 epochs, documents cut at
+    # 400 tokens, cased words.
+    "paper": dict(word_dim=300, char_dim=32, char_out=32, hidden_size=64, num_layers=1,
+                  dropout=0.1, batch_size=64, lr=1e-3, optimizer="adam", clip=5.0, max_epochs=6,
+                  weight_decay=3e-5, eval_every=10000, max_tokens=400, max_chars=25, min_freq=1,
+                  max_vocab=None, lowercase=False, label_smoothing=0.1, valid_fraction=0.05,
+                  embeddings=None),
 }
 
 
@@ -210,7 +216,7 @@ class DocTask(Task):
                 del d.tokens[config["max_tokens"]:]  # truncate long documents
         if vocab is None:
             train = splits["train"]
-            words = Vocab.build((t.lower() for d in train for t in d.tokens),
+            words = Vocab.build((self._word(t, config) for d in train for t in d.tokens),
                                 min_freq=config["min_freq"], max_size=config["max_vocab"])
             chars = Vocab.build(c for d in train for t in d.tokens for c in t)
             num_classes = max(d.label for docs in splits.values() for d in docs) + 1
@@ -229,10 +235,18 @@ class DocTask(Task):
                 "classes": data.classes}
 
     def build_model(self, config: dict[str, Any], data: DocData, cell: str) -> nn.Module:
-        return DocModel(config, len(data.words), len(data.chars), len(data.classes), cell)
+        model = DocModel(config, len(data.words), len(data.chars), len(data.classes), cell)
+        if config["embeddings"]:
+            model.embed.load_pretrained(config["embeddings"], data.words, self.name)
+        return model
+
+    @staticmethod
+    def _word(token: str, config: dict[str, Any]) -> str:
+        return token.lower() if config["lowercase"] else token
 
     def make_batch(self, data: DocData, docs: Sequence[Document], config: dict[str, Any]) -> Batch:
-        words, lengths = pad_batch([data.words.encode(t.lower() for t in d.tokens) for d in docs],
+        words, lengths = pad_batch([data.words.encode(self._word(t, config) for t in d.tokens)
+                                    for d in docs],
                                    data.words.pad_id)
         chars = pad_chars([char_ids(d.tokens, data.chars, config["max_chars"]) for d in docs],
                           data.chars.pad_id)
@@ -248,21 +262,64 @@ class DocTask(Task):
 
     def loss(self, model: DocModel, batch: Batch, device: torch.device) -> tuple[torch.Tensor, int]:
         batch = batch.to(device)
-        return F.cross_entropy(model(batch.words, batch.chars, batch.lengths), batch.labels), \
+        logits = model(batch.words, batch.chars, batch.lengths)
+        return F.cross_entropy(logits, batch.labels, label_smoothing=model.label_smoothing), \
             len(batch.labels)
 
     @torch.no_grad()
-    def evaluate(self, model: DocModel, data: DocData, split: str, config: dict[str, Any],
-                 device: torch.device) -> dict[str, float]:
+    def predict(self, model: DocModel, data: DocData, docs: Sequence[Document], config: dict[str, Any],
+                device: torch.device) -> list[int]:
+        """The predicted class index of every document, in order."""
         was_training = model.training
         model.eval()
-        docs = data.splits[split]
-        correct = 0
+        out = [0] * len(docs)
         for index in length_buckets([len(d.tokens) for d in docs], config["batch_size"] * 4,
                                     shuffle=False):
             batch = self.make_batch(data, [docs[i] for i in index], config).to(device)
-            pred = model(batch.words, batch.chars, batch.lengths).argmax(1)
-            correct += int((pred == batch.labels).sum())
+            for i, label in zip(index, model(batch.words, batch.chars, batch.lengths).argmax(1).tolist()):
+                out[i] = label
         model.train(was_training)
-        accuracy = 100.0 * correct / len(docs)
+        return out
+
+    def evaluate(self, model: DocModel, data: DocData, split: str, config: dict[str, Any],
+                 device: torch.device) -> dict[str, float]:
+        docs = data.splits[split]
+        pred = self.predict(model, data, docs, config, device)
+        accuracy = 100.0 * sum(p == d.label for p, d in zip(pred, docs)) / len(docs)
         return {"error": 100.0 - accuracy, "accuracy": accuracy}
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def read_lines(path: Path, max_tokens: int) -> list[Document]:
+    """One document per line (blank lines skipped), cut to ``max_tokens``."""
+    if not path.is_file():
+        raise DataError("file not found", path)
+    docs = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                tokens = tokenize(clean_text(line))[:max_tokens]
+                if not tokens:
+                    raise DataError("empty document", path, lineno)
+                docs.append(Document(tokens, 0))
+    return docs
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from lrn.train import load_run
+
+    task, config, data, model = load_run(args.run_dir, device=args.device)
+    docs = read_lines(Path(args.input), config["max_tokens"])
+    for label in task.predict(model, data, docs, config, torch.device(args.device)):
+        print(data.classes[label])
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """``lrn predict doc RUN_DIR --input FILE``."""
+    p = subparsers.add_parser("doc", help="classify documents, one per line")
+    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
+    p.add_argument("--input", required=True, help="text file, one document per line")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=predict_command)

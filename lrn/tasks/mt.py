@@ -202,6 +202,9 @@ class MTTask(Task):
         texts = {"train": pair(config["train_prefix"]), "valid": pair(config["valid_prefix"]),
                  "test": pair(config["test_prefix"])}
         for prefix in filter(None, (p.strip() for p in config["extra_test"].split(","))):
+            if Path(prefix).name in texts:
+                raise ValueError(f"extra_test: {prefix!r} would be named like an existing set "
+                                 f"({', '.join(texts)}); rename its files")
             texts[Path(prefix).name] = pair(prefix)
         if config["train_subset"]:
             texts["train"] = tuple(side[: config["train_subset"]] for side in texts["train"])
@@ -238,7 +241,8 @@ class MTTask(Task):
                        encoder_layers=config["encoder_layers"],
                        decoder_layers=config["decoder_layers"], dropout=config["dropout"],
                        layer_norm=config["layer_norm"], pad_id=SPECIALS.index(PAD))
-        model.label_smoothing = config["label_smoothing"]  # read by ``loss``
+        # ``loss`` may get the model wrapped (DistributedDataParallel): keep the setting here.
+        self.label_smoothing = config["label_smoothing"]
         return model
 
     def train_batches(self, data: MTData, config: dict[str, Any], *, epoch: int, rank: int = 0,
@@ -255,7 +259,7 @@ class MTTask(Task):
         logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (T, B, V)
         pad = SPECIALS.index(PAD)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(),
-                               ignore_index=pad, label_smoothing=model.label_smoothing)
+                               ignore_index=pad, label_smoothing=self.label_smoothing)
         return loss, int((batch.tgt_out != pad).sum())
 
     def evaluate(self, model: nn.Module, data: MTData, split: str, config: dict[str, Any],

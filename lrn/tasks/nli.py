@@ -9,6 +9,7 @@ and max pooling; an MLP classifier.  Metric: accuracy.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class NLIModel(nn.Module):
     def __init__(self, config: dict[str, Any], num_words: int, num_chars: int, cell: str):
         super().__init__()
         hidden, dropout = config["hidden_size"], config["dropout"]
+        self.label_smoothing = config["label_smoothing"]  # read by NLITask.loss
         self.embed = WordCharEmbedding(num_words, num_chars, word_dim=config["word_dim"],
                                        char_dim=config["char_dim"], char_out=config["char_out"],
                                        dropout=dropout)
@@ -150,14 +152,18 @@ class NLIData:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(word_dim=16, char_dim=8, char_out=8, hidden_size=16, dropout=0.0,
                  batch_size=16, lr=5e-3, optimizer="adam", clip=5.0, max_epochs=20,
-                 eval_every=0, max_chars=15, min_freq=1),
+                 eval_every=0, max_chars=15, max_tokens=100, lowercase=True, label_smoothing=0.0,
+                 embeddings=None),
     "small": dict(word_dim=100, char_dim=25, char_out=50, hidden_size=100, dropout=0.3,
                   batch_size=32, lr=1e-3, optimizer="adam", clip=5.0, max_epochs=10,
-                  eval_every=200, max_chars=15, min_freq=1),
-    # The paper (ESIM-style): 300-d embeddings, hidden 300, Adam 4e-4, batch 128.
-    "paper": dict(word_dim=300, char_dim=64, char_out=100, hidden_size=300, dropout=0.3,
-                  batch_size=128, lr=4e-4, optimizer="adam", clip=5.0, max_epochs=20,
-                  eval_every=1000, max_chars=15, min_freq=1),
+                  eval_every=300, max_chars=15, max_tokens=100, lowercase=True, label_smoothing=0.1,
+                  embeddings=None),
+    # The paper (authors' nli/config.py): 300-d (GloVe) words, 64-d chars, hidden 300, dropout 0.3,
+    # label smoothing 0.1, Adam 1e-3, batches of 128, clip 5, L2 3e-5, 10 epochs, cased words.
+    "paper": dict(word_dim=300, char_dim=64, char_out=64, hidden_size=300, dropout=0.3,
+                  batch_size=128, lr=1e-3, optimizer="adam", clip=5.0, max_epochs=10,
+                  weight_decay=3e-5, eval_every=1000, max_chars=25, max_tokens=100, lowercase=False,
+                  label_smoothing=0.1, embeddings=None),
 }
 
 
@@ -176,10 +182,13 @@ class NLITask(Task):
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> NLIData:
         data_dir = Path(data_dir)
         splits = {split: read_snli(data_dir / name) for split, name in SPLIT_FILES.items()}
+        for pairs in splits.values():
+            for p in pairs:  # the paper's maximum sentence length
+                del p.premise[config["max_tokens"]:], p.hypothesis[config["max_tokens"]:]
         if vocab is None:
             train = splits["train"]
             sentences = [s for p in train for s in (p.premise, p.hypothesis)]
-            words = Vocab.build((t.lower() for s in sentences for t in s), min_freq=config["min_freq"])
+            words = Vocab.build(self._word(t, config) for s in sentences for t in s)
             chars = Vocab.build(c for s in sentences for t in s for c in t)
         else:
             words, chars = Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"])
@@ -189,11 +198,18 @@ class NLITask(Task):
         return {"words": data.words.state_dict(), "chars": data.chars.state_dict()}
 
     def build_model(self, config: dict[str, Any], data: NLIData, cell: str) -> nn.Module:
-        return NLIModel(config, len(data.words), len(data.chars), cell)
+        model = NLIModel(config, len(data.words), len(data.chars), cell)
+        if config["embeddings"]:
+            model.embed.load_pretrained(config["embeddings"], data.words, self.name)
+        return model
+
+    @staticmethod
+    def _word(token: str, config: dict[str, Any]) -> str:
+        return token.lower() if config["lowercase"] else token
 
     def _side(self, data: NLIData, sentences: Sequence[list[str]], config: dict[str, Any]):
-        words, lengths = pad_batch([data.words.encode(t.lower() for t in s) for s in sentences],
-                                   data.words.pad_id)
+        words, lengths = pad_batch(
+            [data.words.encode(self._word(t, config) for t in s) for s in sentences], data.words.pad_id)
         chars = pad_chars([char_ids(s, data.chars, config["max_chars"]) for s in sentences],
                           data.chars.pad_id)
         return words, chars, lengths
@@ -218,18 +234,63 @@ class NLITask(Task):
     def loss(self, model: NLIModel, batch: Batch, device: torch.device) -> tuple[torch.Tensor, int]:
         batch = batch.to(device)
         logits = model(*batch.premise, *batch.hypothesis)
-        return F.cross_entropy(logits, batch.labels), len(batch.labels)
+        loss = F.cross_entropy(logits, batch.labels, label_smoothing=model.label_smoothing)
+        return loss, len(batch.labels)
 
     @torch.no_grad()
-    def evaluate(self, model: NLIModel, data: NLIData, split: str, config: dict[str, Any],
-                 device: torch.device) -> dict[str, float]:
+    def predict(self, model: NLIModel, data: NLIData, pairs: Sequence[Pair], config: dict[str, Any],
+                device: torch.device) -> list[int]:
+        """The predicted label index of every pair, in order."""
         was_training = model.training
         model.eval()
-        pairs = data.splits[split]
-        correct = 0
+        out = [0] * len(pairs)
         for index in length_buckets(self._lengths(pairs), config["batch_size"] * 4, shuffle=False):
             batch = self.make_batch(data, [pairs[i] for i in index], config).to(device)
-            pred = model(*batch.premise, *batch.hypothesis).argmax(1)
-            correct += int((pred == batch.labels).sum())
+            for i, label in zip(index, model(*batch.premise, *batch.hypothesis).argmax(1).tolist()):
+                out[i] = label
         model.train(was_training)
+        return out
+
+    def evaluate(self, model: NLIModel, data: NLIData, split: str, config: dict[str, Any],
+                 device: torch.device) -> dict[str, float]:
+        pairs = data.splits[split]
+        pred = self.predict(model, data, pairs, config, device)
+        correct = sum(p == pair.label for p, pair in zip(pred, pairs))
         return {"accuracy": 100.0 * correct / len(pairs)}
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def read_pairs(path: Path) -> list[Pair]:
+    """``premise<TAB>hypothesis`` per line (blank lines skipped)."""
+    if not path.is_file():
+        raise DataError("file not found", path)
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 2 or not tokenize(fields[0]) or not tokenize(fields[1]):
+                raise DataError("expected 'premise<TAB>hypothesis'", path, lineno)
+            pairs.append(Pair(tokenize(fields[0]), tokenize(fields[1]), 0))
+    return pairs
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from lrn.train import load_run
+
+    task, config, data, model = load_run(args.run_dir, device=args.device)
+    pairs = read_pairs(Path(args.input))
+    for label in task.predict(model, data, pairs, config, torch.device(args.device)):
+        print(LABELS[label])
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """``lrn predict nli RUN_DIR --input FILE``."""
+    p = subparsers.add_parser("nli", help="label premise<TAB>hypothesis lines")
+    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
+    p.add_argument("--input", required=True, help="text file, one premise<TAB>hypothesis per line")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=predict_command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -223,6 +224,13 @@ class WordCharEmbedding(nn.Module):
 
     def forward(self, words: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
         return self.dropout(torch.cat([self.words(words), self.chars(chars)], dim=-1))
+
+    def load_pretrained(self, path: str | Path, vocab: Vocab, task: str) -> None:
+        """Initialise the word embeddings from a GloVe-format file (see load_glove)."""
+        weights, found = load_glove(path, vocab, self.words.embedding_dim)
+        with torch.no_grad():
+            self.words.weight.copy_(weights)
+        print(f"{task}: {found}/{len(vocab)} words initialised from {path}", file=sys.stderr)
 
 
 def pad_chars(words: Sequence[Sequence[Sequence[int]]], pad_id: int) -> torch.Tensor:
