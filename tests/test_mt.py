@@ -179,6 +179,14 @@ def test_extra_test_sets_are_scored_on_test(tmp_path):
     assert "nt_bleu" not in task.evaluate(model, data, "valid", config, torch.device("cpu"))
 
 
+def test_extra_test_set_named_like_a_split_is_refused(tmp_path):
+    data_dir = write_corpus(tmp_path)
+    task = MTTask()
+    config = dict(task.config("tiny", data_dir), extra_test="other/test")
+    with pytest.raises(ValueError, match="extra_test: 'other/test' would be named like"):
+        task.load_data(data_dir, config)
+
+
 def test_unknown_preset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         MTTask().config("huge", tmp_path)

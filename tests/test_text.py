@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from lrn.tasks.base import DataError
-from lrn.tasks.text import (CharEncoder, Vocab, char_ids, length_buckets, load_glove, pad_batch,
-                            tokenize)
+from lrn.tasks.text import (CharEncoder, Vocab, char_ids, length_buckets, load_glove,
+                            make_rnn_from_spec, pad_batch, pad_chars, tokenize)
 
 
 def test_vocab_order_specials_unknown_and_roundtrip():
@@ -35,6 +35,20 @@ def test_pad_batch_is_time_major_with_lengths():
     ids, lengths = pad_batch([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 4], [2, 0], [3, 0]]
     assert lengths.tolist() == [3, 1]
+
+
+def test_pad_chars_is_time_major():
+    out = pad_chars([[[1, 2], [3]], [[4]]], pad_id=0)  # sentence 0: two words, sentence 1: one
+    assert out.shape == (2, 2, 2)  # (T, B, L)
+    assert out[:, 0].tolist() == [[1, 2], [3, 0]] and out[:, 1].tolist() == [[4, 0], [0, 0]]
+
+
+def test_make_rnn_from_spec_lets_the_spec_override_defaults():
+    rnn = make_rnn_from_spec("lrn:layer_norm=true", 4, 3, bidirectional=True, layer_norm=False)
+    assert rnn.output_size == 6
+    assert any("ln_weight" in name for name, _ in rnn.named_parameters())
+    out, _ = rnn(torch.randn(5, 2, 4), lengths=torch.tensor([5, 3]))
+    assert out.shape == (5, 2, 6) and torch.all(out[3:, 1] == 0)
 
 
 def test_length_buckets_cover_everything_once_and_group_lengths():

@@ -98,7 +98,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     """Register ``lrn analyze {gradients,weights}`` and ``lrn report``."""
-    analyze = subparsers.add_parser("analyze", help="token weights and gradient flow (the paper's analyses)")
+    analyze = subparsers.add_parser("analyze", help="token weights and gradient flow (the paper's analyses)",
+                                    description="See docs/report/analysis.md for what is measured.")
     sub = analyze.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
 
     p = sub.add_parser("gradients", help="||dh_T/dx_t|| and ||dh_T/ds_t|| against T - t, log scale")
@@ -115,9 +116,9 @@ def add_cli(subparsers) -> None:
 
     p = sub.add_parser("weights", help="heatmap of each token's weight in an LRN run's final state")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a trained lrn or olrn run of a task that reads "
-                                                      "raw text (ner, nli)")
-    p.add_argument("--text", required=True, help="the text to read (ner: whitespace-tokenised; "
-                                                 "nli: 'premise ||| hypothesis')")
+                                                      "raw text (doc, nli, ner)")
+    p.add_argument("--text", required=True, help="the text to read (doc: raw text; ner: whitespace-"
+                                                 "tokenised; nli: 'premise ||| hypothesis')")
     p.add_argument("--layer", type=int, default=0, help="recurrent layer (default 0: reads the tokens)")
     p.add_argument("--top", type=int, default=10, help="tokens to print (default 10)")
     p.add_argument("--out", help="PNG path (default RUN_DIR/analysis/token_weights.png); a .json beside it")

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 
 from lrn.analysis.gradients import GradientFlow  # noqa: E402
 
@@ -64,16 +65,18 @@ def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: Path, ti
 
 def plot_token_weights(segments: Sequence[dict], path: Path, title: str) -> Path:
     """One heatmap per segment ({"tokens": [...], "rows": {label: weights}}): a column per token,
-    a row per weight vector (e.g. per direction's final state)."""
+    a row per weight vector (e.g. per direction's final state), on a log colour scale."""
     longest = max(len(seg["tokens"]) for seg in segments)
     heights = [len(seg["rows"]) for seg in segments]
     size = (min(16.0, 5.0 + 0.45 * longest), 0.6 + sum(1.0 + 0.4 * h for h in heights))
     fig, axes = plt.subplots(len(segments), 1, squeeze=False, dpi=DPI, height_ratios=heights, figsize=size)
     vmax = max(max(max(r) for r in seg["rows"].values()) for seg in segments)
+    # weights decay geometrically with distance: a log scale over 4 decades shows the far tokens
+    norm = LogNorm(vmin=vmax * 1e-4, vmax=vmax, clip=True)
     for i, (ax, seg) in enumerate(zip(axes[:, 0], segments)):
         if len(segments) > 1:
             ax.set_title(f"sentence {i + 1}", fontsize=8)
-        image = ax.imshow(list(seg["rows"].values()), aspect="auto", cmap="Reds", vmin=0, vmax=vmax)
+        image = ax.imshow(list(seg["rows"].values()), aspect="auto", cmap="Reds", norm=norm)
         ax.set_xticks(range(len(seg["tokens"])))
         ax.set_xticklabels(seg["tokens"], rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(seg["rows"])))

@@ -11,6 +11,7 @@ analyze``, and the machine and package versions.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -21,11 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+import torch
 from PIL import Image
 
+from lrn.analysis.figures import plot_curves
 from lrn.analysis.gradients import decay_per_step
 from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PaperRow, paper_rows
+from lrn.bench import format_markdown, machine_info, plot_report
 from lrn.modules import parse_cell_spec
+from lrn.tasks import get_task
+from lrn.train.compare import cell_dir_name
 
 #: data directory names (as in shared/data) -> the dataset names of the paper's tables
 DATASETS = {"ptb": "PTB", "wikitext-2": "WT2", "conll2003": "CoNLL-2003", "snli": "SNLI",
@@ -115,18 +121,12 @@ def collect(roots: list[Path]) -> Found:
                 add_run(obj, path, path.parent)
             elif path.name == "compare.json" and isinstance(obj, dict) and "runs" in obj:
                 for results in obj["runs"]:
-                    add_run(results, path, path.parent / _cell_dir(results["cell"]))
+                    add_run(results, path, path.parent / cell_dir_name(results["cell"]))
             elif _is_bench(obj):
                 benches.append((path, obj))
             elif isinstance(obj, dict) and obj.get("kind") in ANALYSIS_KINDS:
                 analyses.append((path, obj))
     return Found(runs, benches, analyses)
-
-
-def _cell_dir(cell: str) -> str:
-    from lrn.train.compare import cell_dir_name
-
-    return cell_dir_name(cell)
 
 
 # ------------------------------------------------------------------ formatting
@@ -181,8 +181,6 @@ def _metric_names(runs: list[Run]) -> list[str]:
 
 def _primary_metric(task: str) -> str | None:
     """The task's primary metric, or None for a task this installation does not have."""
-    from lrn.tasks import get_task
-
     try:
         return get_task(task).primary_metric
     except ValueError:
@@ -190,14 +188,15 @@ def _primary_metric(task: str) -> str | None:
 
 
 def task_table(runs: list[Run]) -> str:
-    """Model | #Params | test metrics | Time s/batch | steps, then the paper's columns."""
+    """Model | #Params | test metrics | valid metric | Time s/batch | steps | training seconds,
+    then the paper's columns."""
     metrics = _metric_names(runs)
     primary = metrics[0] if metrics else None
     paper = [_paper_row(r) for r in runs]
     paper_metrics = [m for m in metrics if any(p and m in p.metrics for p in paper)]
     differing = _differing_config(runs)
     header = (["Model", "#Params"] + [f"{m} (test)" for m in metrics]
-              + ([f"{primary} (valid)"] if primary else []) + ["Time s/batch", "steps"]
+              + ([f"{primary} (valid)"] if primary else []) + ["Time s/batch", "steps", "train s"]
               + (["settings"] if differing else []))
     if any(paper):
         header += ["paper #Params"] + [f"paper {m}" for m in paper_metrics] + ["paper Time s/batch"]
@@ -209,7 +208,7 @@ def task_table(runs: list[Run]) -> str:
         model = r["cell"] + (" +LN" if r["config"].get("layer_norm") else "")
         row = ([model, _params(r["params"])] + [_num(test.get(m)) for m in metrics]
                + ([_num(valid.get(primary))] if primary else [])
-               + [_num(r.get("time_per_batch_s"), 4), str(r.get("steps", "–"))]
+               + [_num(r.get("time_per_batch_s"), 4), str(r.get("steps", "–")), _num(r.get("train_s"), 0)]
                + ([", ".join(f"{k}={r['config'].get(k)}" for k in differing)] if differing else []))
         if any(paper):
             row += ([prow.params] + [_num(prow.metrics.get(m)) for m in paper_metrics]
@@ -243,8 +242,6 @@ def _save_small_png(source: Path, target: Path) -> Path:
 
 def _learning_curves(runs: list[Run], path: Path, title: str) -> Path | None:
     """Validation primary metric against step, one line per run that kept a log.json."""
-    from lrn.analysis.figures import plot_curves
-
     primary = _primary_metric(runs[0].results["task"])
     curves = {}
     for run in runs:
@@ -299,8 +296,6 @@ def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
 
 
 def _bench_section(index: int, path: Path, bench: dict, figures: Path) -> list[str]:
-    from lrn.bench import format_markdown, plot_report
-
     config = bench["config"]
     out = [f"### Speed: {config['device']} {config['dtype']} ({path.name})", "", format_markdown(bench)]
     raw = figures / f".bench-{index}-full.png"
@@ -311,7 +306,7 @@ def _bench_section(index: int, path: Path, bench: dict, figures: Path) -> list[s
     return out + [f"![speed and memory]({figures.name}/{png.name})", ""]
 
 
-def _analysis_section(index: int, path: Path, obj: dict, figures: Path) -> list[str]:
+def _analysis_section(name: str, path: Path, obj: dict, figures: Path) -> list[str]:
     source = path.parent / obj["figure"]
     out = [f"### {obj.get('title', obj['kind'])}", ""]
     if obj["kind"] == "lrn.analysis.gradients":
@@ -319,7 +314,7 @@ def _analysis_section(index: int, path: Path, obj: dict, figures: Path) -> list[
             available = group["flows"][0]["distances"]
             # the measured distances nearest to 1, 10, 30, 100 (they are log-spaced)
             marks = sorted({min(available, key=lambda d: abs(math.log(d / want)))
-                            for want in (1, 10, 30, 100) if want <= max(available)})
+                            for want in (1, 10, 30, 100) if want <= 1.5 * max(available)})
             header = (["cell"] + [f"‖∂h_T/∂x_t‖ at T−t={d}" for d in marks]
                       + ["factor per step, ∂h_T/∂x_t", "factor per step, ∂h_T/∂s_t"])
             rows = [[f["label"]] + [f"{f['input_norms'][f['distances'].index(d)]:.2e}" for d in marks]
@@ -335,15 +330,12 @@ def _analysis_section(index: int, path: Path, obj: dict, figures: Path) -> list[
                 f"sum_k w v {obj['unfolding_gap']:.3f}, correlation with the exact final-state "
                 f"weights {obj['gate_only_correlation']:.3f} (the plotted, folded weights are exact)."]
     if source.is_file():
-        png = _save_small_png(source, figures / f"analysis-{index}-{source.name}")
+        png = _save_small_png(source, figures / f"{name}.png")
         out += ["", f"![{obj['kind']}]({figures.name}/{png.name})"]
     return out + [""]
 
 
 def _machine_section(found: Found) -> list[str]:
-    from lrn.bench import machine_info
-    import torch
-
     here = machine_info(torch.device("cpu"))
     out = ["## Machine and versions", "",
            f"Report assembled on: {here['cpu_model']}, {here['usable_cpus']} usable CPUs, "
@@ -390,8 +382,11 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
             lines += _bench_section(i, path, bench, figures)
     if found.analyses:
         lines += ["## Analyses", ""]
-        for i, (path, obj) in enumerate(found.analyses):
-            lines += _analysis_section(i, path, obj, figures)
+        seen: dict[str, int] = defaultdict(int)
+        for path, obj in found.analyses:
+            kind = obj["kind"].rsplit(".", 1)[-1]  # figure names stay put when other inputs change
+            lines += _analysis_section(f"analysis-{kind}-{seen[kind]}", path, obj, figures)
+            seen[kind] += 1
     lines += _machine_section(found)
     text = "\n".join(lines)
     (out_dir / "report.md").write_text(text, encoding="utf-8")
@@ -412,5 +407,6 @@ def to_html(text: str, base: Path, title: str) -> str:
         return f"![{match.group(1)}](data:image/png;base64,{data})"
 
     body = markdown.markdown(_IMAGE.sub(embed, text), extensions=["tables"])
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")

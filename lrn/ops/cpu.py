@@ -5,17 +5,19 @@ Same semantics and packed-gates layout as ``lrn.ops.reference.lrn_scan_reference
 Design (measured on a 2-core AVX-512 machine):
   * One parallel work item per (direction, sequence, chunk of H); each walks time
     itself with the innermost loop contiguous over H, so it vectorises.  H is cut
-    into chunks only when there are fewer (direction, sequence) pairs than threads.
+    into chunks only when there are fewer (direction, sequence) pairs than threads;
+    small problems run on the calling thread; sequences are dealt to threads by length.
   * float32 uses a rational tanh (sigmoid(x) = (1 + tanh(x/2)) / 2) that LLVM can
     vectorise (libm calls cannot be); max relative error ~3.5e-7, mean ~6e-8.
-    float64 (used for gradcheck) uses exact libm math.
+    float64 (used for gradcheck) uses libm math.
   * The backward pass needs only the gates and the outputs: it walks time backwards
     and recomputes each step from the previous state, which is the output of the
     previous processed step (or h0).  No per-step tensors are saved.
-  * Outputs are allocated once per call with torch.empty and written through
-    zero-copy numpy views; the state buffers are the returned h_last / grad_h0.
-
-Kernels compile lazily on first use per dtype and are cached on disk (cache=True).
+  * Outputs are allocated once per call (torch.empty, huge pages when large) and
+    written through zero-copy numpy views; the state buffers are the returned
+    h_last / grad_h0.
+  * One kernel per (tanh, output_gate) and dtype, compiled on first use and cached on
+    disk (cache=True): importing this module compiles nothing.
 """
 
 from __future__ import annotations

@@ -98,9 +98,9 @@ def tokenize(text: str) -> list[str]:
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Time-major padded ids (T, B) and the true lengths (B,) of ``seqs``."""
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     if len(seqs) == 0:
         raise ValueError("pad_batch: empty batch")
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     out = torch.full((int(lengths.max()), len(seqs)), pad_id, dtype=torch.long)  # (T, B)
     for b, s in enumerate(seqs):
         if len(s):
