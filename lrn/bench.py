@@ -538,7 +538,8 @@ def _sweep(results: list[dict], axis: str) -> tuple[list[dict], str]:
 
 
 def plot_report(report: dict, path: str | Path) -> None:
-    """PNG: training time, forward time and training memory against T and against B."""
+    """PNG: training time, forward time and training memory against T and against B; time
+    lines are medians, shaded down to the minima."""
     from matplotlib.figure import Figure  # Agg canvas: no display needed
 
     rows = [("train_ms", "forward+backward (ms)"), ("forward_ms", "forward, no_grad (ms)"),
@@ -555,8 +556,14 @@ def plot_report(report: dict, path: str | Path) -> None:
             for impl in config["impls"]:
                 points = [(r[axis], r["impls"][impl][key]) for r in members
                           if key in r["impls"].get(impl, {})]
-                if points:
-                    ax.plot(*zip(*points), marker="o", label=impl)
+                if not points:
+                    continue
+                line, = ax.plot(*zip(*points), marker="o", label=impl)
+                if key.endswith("_ms"):  # shade down to the minimum: how noisy the median was
+                    minima = [r["impls"][impl][key.replace("_ms", "_min_ms")] for r in members
+                              if key in r["impls"].get(impl, {})]
+                    ax.fill_between([x for x, _ in points], minima, [y for _, y in points],
+                                    color=line.get_color(), alpha=0.2, linewidth=0)
             ax.set_xlabel(f"{axis} ({fixed})")
             ax.set_ylabel(label)
             ax.set_xlim(left=0)

@@ -19,8 +19,7 @@ from pathlib import Path
 #: A module that is not installed is simply absent from the command.
 PLUGINS: tuple[tuple[str, str], ...] = (
     ("lrn.bench", "top"),
-    ("lrn.analysis.cli", "top"),
-    ("lrn.report", "top"),
+    ("lrn.analysis.cli", "top"),    # lrn analyze, lrn report
     ("lrn.tasks.mt", "top"),        # lrn translate
     ("lrn.tasks.ner", "predict"),
     ("lrn.tasks.nli", "predict"),
