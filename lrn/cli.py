@@ -12,7 +12,6 @@ import importlib
 import json
 import os
 import sys
-from pathlib import Path
 
 #: (module, where) of every optional subcommand provider: "top" modules add top-level
 #: subcommands with ``add_cli(subparsers)``; "predict" modules add ``lrn predict <task>``.

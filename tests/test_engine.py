@@ -122,7 +122,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert results["steps"] == step + 2
 
 
-def test_interrupt_flag_saves_and_raises(tmp_path, monkeypatch):
+def test_sigint_during_a_step_saves_and_raises(tmp_path):
     class StopAt(AddingTask):
         def loss(self, model, batch, device):
             if self.steps_seen == 4:
