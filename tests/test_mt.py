@@ -135,7 +135,7 @@ def test_task_trains_evaluates_and_reloads_vocab(tmp_path):
             loss.backward()
             optimizer.step()
             first = loss.item() if first is None else first
-    assert float(loss) < first
+    assert loss.item() < first
     results = task.evaluate(model, data, "test", config, device)
     assert set(results) == set(MTTask.metrics)
     assert 0.0 <= results["bleu"] <= 100.0 and results["ppl"] > 1.0
