@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lrn.functional import check_lengths
+from lrn.ops.linear import linear
 
 
 class RecurrentLayer(nn.Module):
@@ -243,7 +244,7 @@ def gate_projection(x: Tensor, weight: Tensor, bias: Tensor | None, ln_weight: T
                     ln_bias: Tensor | None, hidden_size: int) -> Tensor:
     """x W^T + b, then (when ln_weight is given) layer norm over each H-block separately:
     (..., in) -> (..., G*H)."""
-    gates = F.linear(x, weight, bias)
+    gates = linear(x, weight, bias)
     if ln_weight is None:
         return gates
     blocks = gates.unflatten(-1, (-1, hidden_size))  # (..., G, H)

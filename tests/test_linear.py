@@ -1,0 +1,30 @@
+"""The oneDNN input projection equals F.linear on outputs and every gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrn.ops import linear as linear_mod
+
+
+@pytest.mark.skipif(not linear_mod._ONEDNN, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("shape", [(5, 3, 7), (4, 7)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onednn_linear_matches_f_linear(shape, with_bias):
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(12, 7, requires_grad=True)
+    b = torch.randn(12, requires_grad=True) if with_bias else None
+    out = linear_mod.linear(x, w, b)
+    ref = F.linear(x, w, b)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ref)
+    inputs = (x, w, b) if with_bias else (x, w)
+    grads = torch.autograd.grad(out, inputs, g)
+    ref_grads = torch.autograd.grad(ref, inputs, g)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
+
+
+def test_other_dtypes_fall_back_to_f_linear():
+    x, w = torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(linear_mod.linear(x, w), F.linear(x, w))
