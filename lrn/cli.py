@@ -39,6 +39,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", choices=PRESETS,
                    help="tiny: seconds (CI); small: minutes on 2 CPU cores; paper: the authors' settings")
     p.add_argument("--layer-norm", action="store_true", help="layer normalisation in the recurrent cells")
+    p.add_argument("--embeddings", metavar="FILE",
+                   help="GloVe-format text file to initialise word embeddings (ner, nli, doc, rc)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     p.add_argument("--max-minutes", type=float,
                    help="stop after this much time in training steps (validation not counted)")
@@ -55,6 +57,8 @@ def _overrides(args: argparse.Namespace) -> dict:
     overrides = dict(parse_override(item) for item in args.set)
     if args.layer_norm:
         overrides["layer_norm"] = True
+    if args.embeddings:
+        overrides["embeddings"] = args.embeddings
     return overrides
 
 
