@@ -24,3 +24,18 @@ CPU_BACKENDS = [b for b in available_backends() if b in ("reference", "cpu")]
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def train_tiny(task, data, config, cell, epochs):
+    """Train ``task``'s model on ``data`` with Adam for ``epochs``; returns (model, losses)."""
+    model = task.build_model(config, data, cell)
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    losses = []
+    for epoch in range(epochs):
+        for batch in task.train_batches(data, config, epoch=epoch):
+            loss, _ = task.loss(model, batch, torch.device("cpu"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return model, losses

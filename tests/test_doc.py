@@ -2,6 +2,7 @@ import random
 
 import pytest
 import torch
+from conftest import train_tiny
 
 from lrn.paths import shared_data_dir
 from lrn.tasks.base import DataError
@@ -112,17 +113,8 @@ def test_tiny_preset_learns(tmp_path, cell, one_thread):
     task = DocTask()
     config = task.config("tiny", tmp_path / "toy")
     data = task.load_data(tmp_path / "toy", config)
-    model = task.build_model(config, data, cell)
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    model, losses = train_tiny(task, data, config, cell, epochs=5)
     device = torch.device("cpu")
-    losses = []
-    for epoch in range(5):
-        for batch in task.train_batches(data, config, epoch=epoch):
-            loss, items = task.loss(model, batch, device)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
     assert sum(losses[-10:]) < 0.3 * sum(losses[:10])
     scores = task.evaluate(model, data, "test", config, device)
     assert scores["accuracy"] > 80.0 and scores["error"] == pytest.approx(100 - scores["accuracy"])

@@ -97,6 +97,13 @@ class Task(ABC):
         return 1.0
 
 
+def preset_config(task: str, presets: dict[str, dict[str, Any]], preset: str, **extra: Any) -> dict[str, Any]:
+    """A copy of ``presets[preset]`` updated with ``extra``; a clear error for an unknown name."""
+    if preset not in presets:
+        raise ValueError(f"{task}: unknown preset {preset!r} (choose from {sorted(presets)})")
+    return dict(presets[preset], **extra)
+
+
 TASKS: dict[str, type[Task]] = {}
 
 

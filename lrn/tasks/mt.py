@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from lrn.modules import parse_cell_spec
-from lrn.tasks.base import DataError, Task, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.beam import beam_search, greedy_search
 from lrn.tasks.mt_model import Seq2Seq
 from lrn.tasks.text import length_buckets, pad_batch
@@ -187,9 +187,7 @@ class MTTask(Task):
     higher_is_better = True
 
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} for mt (choose from {sorted(PRESETS)})")
-        return dict(PRESETS[preset])
+        return preset_config(self.name, PRESETS, preset)
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> MTData:
         data_dir = Path(data_dir)

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lrn.modules.crf import CRF
-from lrn.tasks.base import DataError, Task, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
                             make_rnn_from_spec, pad_batch, pad_chars)
 
@@ -248,9 +248,7 @@ class NERTask(Task):
     higher_is_better = True
 
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
-        if preset not in PRESETS:
-            raise ValueError(f"ner: unknown preset {preset!r} (choose from {sorted(PRESETS)})")
-        return dict(PRESETS[preset], layer_norm=False, seed=0)
+        return preset_config(self.name, PRESETS, preset, layer_norm=False, seed=0)
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> NERData:
         if data_dir is None:  # a trained run used for prediction only

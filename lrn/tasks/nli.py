@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrn.tasks.base import DataError, Task, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
                             make_rnn_from_spec, pad_batch, pad_chars, tokenize)
 
@@ -175,9 +175,7 @@ class NLITask(Task):
     higher_is_better = True
 
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
-        if preset not in PRESETS:
-            raise ValueError(f"nli: unknown preset {preset!r} (choose from {sorted(PRESETS)})")
-        return dict(PRESETS[preset], layer_norm=False, seed=0)
+        return preset_config(self.name, PRESETS, preset, layer_norm=False, seed=0)
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> NLIData:
         data_dir = Path(data_dir)

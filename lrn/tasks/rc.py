@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from lrn.modules import parse_cell_spec
-from lrn.tasks.base import DataError, Task, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.rc_model import RCBatch, RNet, best_spans
 from lrn.tasks.text import Vocab, char_ids, length_buckets, load_glove, pad_batch, tokenize
 
@@ -306,9 +306,7 @@ class ReadingComprehension(Task):
     higher_is_better = True
 
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} for rc; choose from {sorted(PRESETS)}")
-        return dict(PRESETS[preset])
+        return preset_config(self.name, PRESETS, preset)
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> RCData:
         squad = Path(data_dir) / "rc" / "squad"
