@@ -228,11 +228,20 @@ def _optional_module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    status = 1
+    try:
+        status = _run(args)
+        return status
+    finally:
+        _leave_process_group(wait_for_peers=status == 0)
+
+
+def _run(args: argparse.Namespace) -> int:
     from lrn.tasks.base import DataError
     from lrn.train import Interrupted, TrainingError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (DataError, ValueError) as e:
@@ -247,15 +256,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lrn: interrupted", file=sys.stderr)
         return 130
-    finally:
-        _leave_process_group()
 
 
-def _leave_process_group() -> None:
+def _leave_process_group(wait_for_peers: bool) -> None:
+    """Tear the torchrun process group down while the interpreter is still whole: gloo's worker
+    threads must not outlive it, or a rank can abort at exit ("terminate called without an
+    active exception").  After a success the ranks first wait for each other, so none leaves
+    while another still talks to it; a rank that failed does not wait (its peers then fail on
+    their next collective instead of hanging)."""
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_peers:
+        dist.barrier()
+    gc.collect()  # drop DDP reducers and pending work that still hold the group
+    dist.destroy_process_group()
 
 
 def _one_line(e: BaseException) -> str:
