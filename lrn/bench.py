@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import lrn
+from lrn.allocator import freed_memory_kept
 from lrn.functional import lrn_scan, resolve_backend
 from lrn.ops.linear import linear
 
@@ -399,6 +400,9 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
         "memory_method": ("torch.cuda.max_memory_allocated" if device.type == "cuda" else
                           "peak RSS (VmHWM after clear_refs) minus RSS after malloc_trim")
                          if config.memory else memory_problem,
+        # Whether freed CPU memory is reused (lrn.keep_freed_memory, on under the `lrn` command)
+        # or page-faulted in again on every call: it changes every CPU figure, LSTM's too.
+        "cpu_allocator": "glibc, freed memory kept" if freed_memory_kept() else "default",
         "results": [],
     }
     rounds = config.warmup + config.repeats + MEMORY_ROUNDS * int(config.memory)
@@ -524,6 +528,8 @@ def format_markdown(report: dict) -> str:
         for t in report["targets"]:
             lines.append(f"| {t['B']} | {t['T']} | {t['H']} | {t['impl']} | {t['what']} | "
                          f"{t['value']:.2f} | {t['op']} {t['limit']:.2f} | {'yes' if t['met'] else 'NO'} |")
+    if report["config"]["device"] == "cpu":
+        lines += ["", f"CPU allocator: {report.get('cpu_allocator', 'not recorded')}."]
     return "\n".join(lines) + "\n"
 
 

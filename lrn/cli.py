@@ -228,8 +228,11 @@ def _optional_module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lrn.allocator import keep_freed_memory
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # large activations are reused, not page-faulted in every step
     status = 1
     try:
         status = _run(args)

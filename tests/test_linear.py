@@ -28,3 +28,14 @@ def test_onednn_linear_matches_f_linear(shape, with_bias):
 def test_other_dtypes_fall_back_to_f_linear():
     x, w = torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     torch.testing.assert_close(linear_mod.linear(x, w), F.linear(x, w))
+
+
+@pytest.mark.skipif(not linear_mod._ONEDNN, reason="this torch build has no oneDNN linear")
+def test_frozen_weight_still_gives_bias_and_input_gradients():
+    x = torch.randn(6, 7, requires_grad=True)
+    w, b = torch.randn(12, 7), torch.randn(12, requires_grad=True)
+    g = torch.randn(6, 12)
+    grads = torch.autograd.grad(linear_mod.linear(x, w, b), (x, b), g)
+    ref_grads = torch.autograd.grad(F.linear(x, w, b), (x, b), g)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)

@@ -4,8 +4,10 @@
 reaches less than half of what oneDNN (the library behind nn.LSTM / nn.GRU on CPU) gets
 on the same products.  LRN spends nearly all of its time in this one projection, so a
 fair comparison with torch's LSTM needs the same matmul library: forward, grad_input and
-grad_weight all run through oneDNN here.  Everything else (other dtypes and devices,
-torch.compile, export) uses F.linear.
+grad_weight all run through oneDNN here.  grad_weight and grad_bias come from oneDNN's
+inner-product backward, which reads grad and x in their (N, out) / (N, in) layout: forming
+grad^T for a plain matmul costs a strided copy that took as long as the product itself.
+Everything else (other dtypes and devices, torch.compile, export) uses F.linear.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ class _OneDNNLinear(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = _onednn_mm_t(grad, weight.t().contiguous())  # (N, in)
+        want_b = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
-            grad_w = _onednn_mm_t(grad.t().contiguous(), x.t().contiguous())  # (out, in)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            # (out, in) and (out,); the op takes oneDNN-layout tensors (to_mkldnn: a plain copy).
+            grad_w, grad_b = torch.ops.aten.mkldnn_linear_backward_weights(
+                grad.to_mkldnn(), x.to_mkldnn(), weight.to_mkldnn(), want_b)
+        if want_b and grad_b is None:
             grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b if want_b else None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
