@@ -109,3 +109,15 @@ def test_compare_reuses_finished_runs_with_the_same_settings(tmp_path, capsys):
     assert summary["runs"][0] == first and summary["runs"][1]["cell"] == "atr"
     err = _error(capsys, ["compare", "adding", "--max-steps", "3", "--out", str(out), *TINY, "--cells", "lrn"])
     assert "holds a finished run with other settings" in err
+
+
+def test_compare_table_shows_the_tasks_further_columns():
+    from lrn.train.compare import markdown_table
+
+    run = {"cell": "lrn", "params": 1500, "steps": 7, "time_per_batch_s": 0.25,
+           "metrics": {"valid": {"bleu": 30.0}, "test": {"bleu": 31.25, "decode_ms_per_sent": 4.5}}}
+    table = markdown_table({"metric": "bleu", "columns": ["decode_ms_per_sent"], "runs": [run]})
+    assert table.splitlines() == [
+        "| Model | #Params | test bleu | valid bleu | test decode_ms_per_sent | Time s/batch | steps |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        "| lrn | 1.5K | 31.25 | 30 | 4.5 | 0.2500 | 7 |"]

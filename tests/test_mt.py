@@ -1,5 +1,6 @@
 """Machine translation task: BPE, data errors, BLEU against hand-worked values, the task contract."""
 
+import json
 import math
 from pathlib import Path
 
@@ -137,7 +138,8 @@ def test_task_trains_evaluates_and_reloads_vocab(tmp_path):
             first = loss.item() if first is None else first
     assert loss.item() < first
     results = task.evaluate(model, data, "test", config, device)
-    assert set(results) == set(MTTask.metrics)
+    assert set(results) == set(MTTask.metrics) | {"bleu_signature"}
+    assert results["bleu_signature"].startswith("nrefs:1|case:mixed|")
     assert 0.0 <= results["bleu"] <= 100.0 and results["ppl"] > 1.0
     assert results["decode_ms_per_sent"] > 0.0
     # The saved vocabulary reproduces the same BPE ids.
@@ -212,9 +214,16 @@ def test_translate_command_on_a_trained_run(tmp_path, capsys, monkeypatch):
 
     (tmp_path / "data").mkdir()
     data_dir = write_corpus(tmp_path / "data")
+    (tmp_path / "news").mkdir()
+    (tmp_path / "news" / "nt.en").write_text("Two dogs play.\n", encoding="utf-8")
+    (tmp_path / "news" / "nt.de").write_text("Zwei Hunde spielen.\n", encoding="utf-8")
     run = tmp_path / "run"
     train("mt", data_dir, "olrn", preset="tiny", out_dir=run, max_steps=2, progress=False,
-          overrides={"train_subset": 0, "bpe_vocab_size": 150, "eval_subset": 2})
+          overrides={"train_subset": 0, "bpe_vocab_size": 150, "eval_subset": 2,
+                     "extra_test": "../news/nt"})
+    # results.json keeps what the task reports beyond its declared metrics.
+    test = json.loads((run / "results.json").read_text())["metrics"]["test"]
+    assert {"nt_bleu", "nt_decode_ms_per_sent", "bleu_signature", "nt_bleu_signature"} <= set(test)
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("Two dogs play in the snow.\nA woman rides.\n"))
     assert main(["translate", str(run), "--no-progress"]) == 0

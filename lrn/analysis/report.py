@@ -169,11 +169,11 @@ def _differing_config(runs: list[Run]) -> list[str]:
 
 
 def _metric_names(runs: list[Run]) -> list[str]:
-    """Test metrics in the order the runs report them, the task's primary first."""
+    """Numeric test metrics in the order the runs report them, the task's primary first."""
     names: list[str] = []
     for run in runs:
-        for name in (run.results["metrics"].get("test") or {}):
-            if name not in names:
+        for name, value in (run.results["metrics"].get("test") or {}).items():
+            if name not in names and not isinstance(value, str):
                 names.append(name)
     primary = _primary_metric(runs[0].results["task"])
     return sorted(names, key=lambda n: n != primary)
@@ -275,6 +275,10 @@ def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
     data = "" if dataset == "-" else f": {dataset}"
     out = [f"### {TASK_TITLES.get(task, task)}{data}, preset {preset}, {device}", ""]
     out.append(task_table(runs))
+    # Text-valued test fields (a BLEU signature) are the same for every run: shown once.
+    notes = {k: v for r in runs for k, v in (r.results["metrics"].get("test") or {}).items()
+             if isinstance(v, str)}
+    out += [f"{k}: `{v}`" for k, v in sorted(notes.items())]
     published = paper_rows(task)
     matched = any(_paper_row(r) for r in runs)
     if matched:

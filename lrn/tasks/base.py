@@ -38,8 +38,11 @@ class Task(ABC):
     """
 
     name: ClassVar[str]
-    #: metric names reported under results.json["metrics"][split]
+    #: metric names every evaluation reports (results.json["metrics"][split]); a task may
+    #: report more (other test sets, a BLEU signature): those are kept in results.json too
     metrics: ClassVar[tuple[str, ...]]
+    #: further test metrics shown as columns of ``lrn compare``'s table
+    table_metrics: ClassVar[tuple[str, ...]] = ()
     #: the validation metric used to pick the best checkpoint
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool]
@@ -75,8 +78,9 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Any, split: str, config: dict[str, Any],
-                 device: torch.device) -> dict[str, float]:
-        """Metrics of ``split`` ('valid' | 'test'), with the names in ``metrics``."""
+                 device: torch.device) -> dict[str, float | str]:
+        """Metrics of ``split`` ('valid' | 'test'): every name in ``metrics`` (numbers), and
+        optionally more (numbers or strings)."""
 
     # Optional hooks; the defaults suit tasks whose batches are independent.
     #: False for tasks that generate their own data (the adding problem): no --data needed.

@@ -190,6 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class DocTask(Task):
     name = "doc"
     metrics = ("error", "accuracy")
+    table_metrics = ("accuracy",)
     primary_metric = "error"
     higher_is_better = False
 

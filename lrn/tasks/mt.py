@@ -183,6 +183,7 @@ def resolve_prefix(data_dir: Path, prefix: str) -> Path:
 class MTTask(Task):
     name = "mt"
     metrics = ("bleu", "bleu_tok_uncased", "ppl", "decode_ms_per_sent")
+    table_metrics = ("bleu_tok_uncased", "decode_ms_per_sent")
     primary_metric = "bleu"
     higher_is_better = True
 
@@ -272,8 +273,9 @@ class MTTask(Task):
         return results
 
     def score_split(self, model: nn.Module, data: MTData, split: Split, config: dict[str, Any],
-                    device: torch.device) -> dict[str, float]:
-        """BLEU of beam-search output, teacher-forced perplexity and decode speed."""
+                    device: torch.device) -> dict[str, float | str]:
+        """BLEU of beam-search output (with sacreBLEU's signature), teacher-forced perplexity
+        and decode speed."""
         was_training = model.training
         model.eval()
         try:
@@ -292,7 +294,8 @@ class MTTask(Task):
         finally:
             model.train(was_training)
         texts = [bpe_decode(data.tokenizer, h) for h in hyps]
-        scores, _ = bleu_scores(texts, split.tgt_text)
+        scores, signature = bleu_scores(texts, split.tgt_text)
+        scores["bleu_signature"] = signature
         scores["ppl"] = math.exp(min(nll / max(tokens, 1), 50.0))
         scores["decode_ms_per_sent"] = 1000.0 * elapsed / max(len(hyps), 1)
         return scores

@@ -302,6 +302,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class ReadingComprehension(Task):
     name = "rc"
     metrics = ("em", "f1")
+    table_metrics = ("em",)
     primary_metric = "f1"
     higher_is_better = True
 

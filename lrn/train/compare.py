@@ -52,7 +52,8 @@ def compare(task: str, data_dir: str | Path | None, cells: list[str], *, out_dir
         resume = (run_dir / "checkpoints" / "last.json").is_file()
         runs.append(train(task_obj, data_dir, cell, out_dir=run_dir, resume=resume, **settings))
     summary = {"task": task_obj.name, "metric": task_obj.primary_metric,
-               "higher_is_better": task_obj.higher_is_better, "runs": runs}
+               "higher_is_better": task_obj.higher_is_better,
+               "columns": list(task_obj.table_metrics), "runs": runs}
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return summary  # only rank 0 writes
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,16 +80,19 @@ def _finished_run(run_dir: Path, task, data_dir, cell: str, settings: dict[str, 
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """Model | #Params | test metric | Time s/batch, one row per run, as in the paper's tables."""
-    metric = summary["metric"]
-    lines = [f"| Model | #Params | test {metric} | valid {metric} | Time s/batch | steps |",
-             "|---|---:|---:|---:|---:|---:|"]
+    """Model | #Params | test metric (and the task's further test columns) | Time s/batch,
+    one row per run, as in the paper's tables."""
+    metric, columns = summary["metric"], summary.get("columns", [])
+    lines = [f"| Model | #Params | test {metric} | valid {metric} | "
+             + "".join(f"test {c} | " for c in columns) + "Time s/batch | steps |",
+             "|---|---:|---:|---:|" + "---:|" * len(columns) + "---:|---:|"]
     for run in summary["runs"]:
-        test = run["metrics"]["test"][metric]
+        test = run["metrics"]["test"]
         valid = (run["metrics"]["valid"] or {}).get(metric, float("nan"))
         per_batch = run["time_per_batch_s"]
-        lines.append(f"| {run['cell']} | {format_params(run['params'])} | {test:.4g} | {valid:.4g} | "
-                     f"{'-' if per_batch is None else f'{per_batch:.4f}'} | {run['steps']} |")
+        lines.append(f"| {run['cell']} | {format_params(run['params'])} | {test[metric]:.4g} | {valid:.4g} | "
+                     + "".join(f"{test.get(c, float('nan')):.4g} | " for c in columns)
+                     + f"{'-' if per_batch is None else f'{per_batch:.4f}'} | {run['steps']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -253,9 +253,12 @@ class Trainer:
         name = self.task.primary_metric
         return {f"valid_{name}": f"{self.evals[-1]['metrics'][name]:.4g}"}
 
-    def evaluate(self, split: str) -> dict[str, float]:
-        """``split``'s metrics, computed on rank 0 and shared with every rank."""
+    def evaluate(self, split: str) -> dict[str, float | str]:
+        """``split``'s metrics, computed on rank 0.  The task's declared metrics are shared
+        with every rank (they pick the best checkpoint); anything more the task reports (other
+        test sets, a BLEU signature) stays on rank 0, the only rank that writes results."""
         self.model.eval()
+        extras: dict[str, float | str] = {}
         if self.d.is_main:
             with torch.no_grad(), self._autocast():
                 metrics = self.task.evaluate(self.model, self.data, split, self.config, self.d.device)
@@ -263,10 +266,12 @@ class Trainer:
             if missing:
                 raise TrainingError(f"task {self.task.name} did not report metrics {sorted(missing)}")
             values = [float(metrics[m]) for m in self.task.metrics]
+            extras = {k: v if isinstance(v, str) else float(v)
+                      for k, v in metrics.items() if k not in self.task.metrics}
         else:
             values = [0.0] * len(self.task.metrics)
         self.model.train()
-        return dict(zip(self.task.metrics, distributed.broadcast_values(values, self.d)))
+        return dict(zip(self.task.metrics, distributed.broadcast_values(values, self.d))) | extras
 
     def _validate(self) -> None:
         primary = self.task.primary_metric
