@@ -69,3 +69,10 @@ def test_asgd_evaluates_with_averaged_weights_and_round_trips():
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="optimizer must be one of"):
         make(optimizer="rmsprop")
+
+
+def test_adadelta_takes_rho_and_eps_from_the_config():
+    opt = make(optimizer="adadelta", lr=0.5, rho=0.95, eps=1e-6)
+    assert isinstance(opt.optimizer, torch.optim.Adadelta)
+    group = opt.optimizer.param_groups[0]
+    assert (group["lr"], group["rho"], group["eps"]) == (0.5, 0.95, 1e-6)

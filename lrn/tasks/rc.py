@@ -289,11 +289,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                   lr=2e-3, max_steps=4000, max_epochs=10, eval_every=500),
     # The authors' R-Net settings (bzhangGo/lrn rc/rnet/code/config.py: H=75, 3 encoder
     # layers, keep 0.7, batch 64, 60k steps, clip 5, lr halved on plateaus), for a GPU.
-    # Their Adadelta(0.5) is not an engine optimizer: Adam(1e-3) stands in.  Their frozen
-    # GloVe 840B vectors: set embeddings=PATH (word_dim=300); without it words are learnt.
+    # Adadelta(lr 0.5, TF's rho 0.95, eps 1e-6) as theirs.  Their frozen GloVe 840B
+    # vectors: set embeddings=PATH (word_dim=300); without it words are learnt.
     "paper": dict(_COMMON, word_dim=300, char_dim=8, char_out=200, hidden_size=75,
                   dropout=0.3, pointer_dropout=0.3, batch_size=64, eval_batch_size=64,
-                  lr=1e-3, lr_schedule="plateau", max_steps=60000, max_epochs=100,
+                  optimizer="adadelta", lr=0.5, rho=0.95, eps=1e-6, lr_schedule="plateau", max_steps=60000, max_epochs=100,
                   eval_every=1000),
 }
 

@@ -14,7 +14,7 @@ PRESETS = ("tiny", "small", "paper")
 ENGINE_KEYS = frozenset({
     "seed", "max_steps", "max_epochs", "eval_every", "batch_size", "lr", "optimizer",
     "momentum", "weight_decay", "clip", "lr_schedule", "warmup_steps", "decay_factor",
-    "patience", "nonmono", "amp",
+    "patience", "nonmono", "amp", "rho", "eps",
 })
 
 ENGINE_DEFAULTS: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Optimisers and learning-rate schedules, both checkpointable.
 
-Config keys read here: optimizer ("sgd" | "adam" | "asgd" | "nt-asgd"), lr, weight_decay,
-momentum (sgd), lr_schedule ("constant" | "linear" | "cosine" | "plateau"), warmup_steps,
+Config keys read here: optimizer ("sgd" | "adam" | "adadelta" | "asgd" | "nt-asgd"), lr,
+weight_decay, momentum (sgd), rho and eps (adadelta, the optimiser of the authors' R-Net), lr_schedule ("constant" | "linear" | "cosine" | "plateau"), warmup_steps,
 max_steps, decay_factor and patience (plateau), nonmono (nt-asgd).
 
 "nt-asgd" is the non-monotonically triggered ASGD of Merity et al. (2018) used by the
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adam", "asgd", "nt-asgd")
+OPTIMIZERS = ("sgd", "adam", "adadelta", "asgd", "nt-asgd")
 SCHEDULES = ("constant", "linear", "cosine", "plateau")
 
 
@@ -30,6 +30,9 @@ def build_optimizer(kind: str, params, config: dict[str, Any]) -> torch.optim.Op
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(config.get("momentum", 0.0)))
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if kind == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=wd, rho=float(config.get("rho", 0.9)),
+                                    eps=float(config.get("eps", 1e-6)))
     if kind == "asgd":
         # t0=0, lambd=0: average from the first step on, no lr decay (as in AWD-LSTM / MoS).
         return torch.optim.ASGD(params, lr=lr, t0=0, lambd=0.0, weight_decay=wd)
