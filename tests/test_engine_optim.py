@@ -76,3 +76,8 @@ def test_adadelta_takes_rho_and_eps_from_the_config():
     assert isinstance(opt.optimizer, torch.optim.Adadelta)
     group = opt.optimizer.param_groups[0]
     assert (group["lr"], group["rho"], group["eps"]) == (0.5, 0.95, 1e-6)
+
+
+def test_decaying_schedule_without_max_steps_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule 'cosine' decays to 0 at max_steps"):
+        make(lr_schedule="cosine")

@@ -44,6 +44,8 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(f"config optimizer must be one of {OPTIMIZERS}, got {config['optimizer']!r}")
     if config.get("lr_schedule", "constant") not in SCHEDULES:
         raise ValueError(f"config lr_schedule must be one of {SCHEDULES}, got {config['lr_schedule']!r}")
+    if config.get("lr_schedule") in ("linear", "cosine") and not config.get("max_steps"):
+        raise ValueError(f"lr_schedule {config['lr_schedule']!r} decays to 0 at max_steps: set max_steps")
     if not float(config.get("lr", 0)) > 0:
         raise ValueError(f"config lr must be positive, got {config.get('lr')!r}")
 
