@@ -200,9 +200,12 @@ def test_train_then_predict_command(tmp_path, capsys, one_thread):
     from lrn.cli import main
 
     write_toy_corpus(tmp_path / "toy")
+    glove = tmp_path / "glove.txt"
+    glove.write_text("smith " + " ".join(["0.5"] * 16) + "\n")
     run = tmp_path / "run"
     assert main(["train", "ner", "--data", str(tmp_path / "toy"), "--preset", "tiny", "--cell", "lrn",
-                 "--out", str(run), "--max-steps", "40", "--no-progress"]) == 0
+                 "--out", str(run), "--max-steps", "40", "--no-progress", "--set", f"embeddings={glove}"]) == 0
+    glove.unlink()  # the checkpoint holds every weight: prediction needs no embeddings file
     raw = tmp_path / "raw.txt"
     raw.write_text("Mr Smith ran\nin Paris Rome today\n")
     capsys.readouterr()

@@ -36,7 +36,10 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", data_dir: str | Path |
     task = get_task(meta["task"])
     data_dir = data_dir if data_dir is not None else meta["data_dir"]
     data = task.load_data(None if data_dir is None else Path(data_dir), meta["config"], checkpoint.vocab)
-    model = task.build_model(meta["config"], data, meta["cell"])
+    # The checkpoint holds every weight: no pretrained-embeddings file is read again (it
+    # may be large, or gone since training).
+    build_config = {**meta["config"], "embeddings": None} if "embeddings" in meta["config"] else meta["config"]
+    model = task.build_model(build_config, data, meta["cell"])
     model.load_state_dict(checkpoint.model_state())
     model.to(device).eval()
     return LoadedRun(task, meta["config"], data, model)
