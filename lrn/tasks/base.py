@@ -8,8 +8,9 @@ registers it with ``register``; the CLI looks tasks up by name.
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -114,3 +115,26 @@ TASKS: dict[str, type[Task]] = {}
 def register(cls: type[Task]) -> type[Task]:
     TASKS[cls.name] = cls
     return cls
+
+
+#: ``print_predictions(task, config, data, model, input_path, device)``: read ``input_path``,
+#: predict with the loaded run and write the predictions to stdout.
+PrintPredictions = Callable[[Task, dict[str, Any], Any, nn.Module, Path, torch.device], None]
+
+
+def add_predict_cli(subparsers: argparse._SubParsersAction, task: str, *, help: str, input_help: str,
+                    print_predictions: PrintPredictions) -> None:
+    """``lrn predict TASK RUN_DIR --input FILE [--device D]`` for a task whose input is a file."""
+
+    def command(args: argparse.Namespace) -> int:
+        from lrn.train import load_run  # the engine imports the tasks, not the other way round
+
+        run = load_run(args.run_dir, device=args.device)
+        print_predictions(run.task, run.config, run.data, run.model, Path(args.input), torch.device(args.device))
+        return 0
+
+    p = subparsers.add_parser(task, help=help)
+    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
+    p.add_argument("--input", required=True, help=input_help)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=command)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrn.tasks.base import DataError, Task, preset_config, register
+from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
                             make_rnn_from_spec, pad_batch, pad_chars, tokenize)
 
@@ -307,20 +307,15 @@ def read_lines(path: Path, max_tokens: int) -> list[Document]:
     return docs
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    from lrn.train import load_run
-
-    task, config, data, model = load_run(args.run_dir, device=args.device)
-    docs = read_lines(Path(args.input), config["max_tokens"])
-    for label in task.predict(model, data, docs, config, torch.device(args.device)):
+def print_predictions(task: Task, config: dict[str, Any], data: DocData, model: nn.Module, path: Path,
+                      device: torch.device) -> None:
+    """One class name per line of ``path``."""
+    docs = read_lines(path, config["max_tokens"])
+    for label in task.predict(model, data, docs, config, device):
         print(data.classes[label])
-    return 0
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """``lrn predict doc RUN_DIR --input FILE``."""
-    p = subparsers.add_parser("doc", help="classify documents, one per line")
-    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
-    p.add_argument("--input", required=True, help="text file, one document per line")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=predict_command)
+    add_predict_cli(subparsers, "doc", help="classify documents, one per line",
+                    input_help="text file, one document per line", print_predictions=print_predictions)

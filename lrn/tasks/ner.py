@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lrn.modules.crf import CRF
-from lrn.tasks.base import DataError, Task, preset_config, register
+from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
                             make_rnn_from_spec, pad_batch, pad_chars)
 
@@ -352,21 +352,16 @@ def read_raw(path: Path) -> list[Sentence]:
         return [Sentence(line.split(), ["O"] * len(line.split())) for line in f if line.split()]
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    from lrn.train import load_run  # engine: (task, config, data-with-vocab, model) of a run
-
-    task, config, data, model = load_run(args.run_dir, device=args.device)
-    sentences = read_raw(Path(args.input))
-    tags = task.predict(model, data, sentences, config, torch.device(args.device), progress=True)
+def print_predictions(task: Task, config: dict[str, Any], data: NERData, model: nn.Module, path: Path,
+                      device: torch.device) -> None:
+    """CoNLL output: "token tag" per line, a blank line after each sentence of ``path``."""
+    sentences = read_raw(path)
+    tags = task.predict(model, data, sentences, config, device, progress=True)
     for s, t in zip(sentences, tags):
         sys.stdout.write("".join(f"{tok} {tag}\n" for tok, tag in zip(s.tokens, t)) + "\n")
-    return 0
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """``lrn predict ner RUN_DIR --input FILE``."""
-    p = subparsers.add_parser("ner", help="tag raw text (one whitespace-tokenised sentence per line)")
-    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
-    p.add_argument("--input", required=True, help="text file, one sentence per line")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=predict_command)
+    add_predict_cli(subparsers, "ner", help="tag raw text (one whitespace-tokenised sentence per line)",
+                    input_help="text file, one sentence per line", print_predictions=print_predictions)

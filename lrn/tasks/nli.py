@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrn.tasks.base import DataError, Task, preset_config, register
+from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
                             make_rnn_from_spec, pad_batch, pad_chars, tokenize)
 
@@ -275,20 +275,16 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    from lrn.train import load_run
-
-    task, config, data, model = load_run(args.run_dir, device=args.device)
-    pairs = read_pairs(Path(args.input))
-    for label in task.predict(model, data, pairs, config, torch.device(args.device)):
+def print_predictions(task: Task, config: dict[str, Any], data: NLIData, model: nn.Module, path: Path,
+                      device: torch.device) -> None:
+    """One label per premise<TAB>hypothesis line of ``path``."""
+    pairs = read_pairs(path)
+    for label in task.predict(model, data, pairs, config, device):
         print(LABELS[label])
-    return 0
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """``lrn predict nli RUN_DIR --input FILE``."""
-    p = subparsers.add_parser("nli", help="label premise<TAB>hypothesis lines")
-    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
-    p.add_argument("--input", required=True, help="text file, one premise<TAB>hypothesis per line")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=predict_command)
+    add_predict_cli(subparsers, "nli", help="label premise<TAB>hypothesis lines",
+                    input_help="text file, one premise<TAB>hypothesis per line",
+                    print_predictions=print_predictions)
