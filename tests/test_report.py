@@ -35,7 +35,7 @@ def runs(tmp_path):
     _write(root / "ner" / "lrn" / "log.json",
            {"evals": [{"step": 1, "metrics": {"f1": 10.0}}, {"step": 3, "metrics": {"f1": 80.0}}]})
     # no data_dir in results.json: the dataset comes from the checkpoint's meta.json
-    doc = _results("doc", "gru", {"accuracy": 90.0}, data_dir=None)
+    doc = _results("doc", "gru", {"accuracy": 90.0, "tokenizer": "v1"}, data_dir=None)  # a text field too
     _write(root / "doc-gru" / "results.json", doc)
     _write(root / "doc-gru" / "checkpoints" / "best-1" / "meta.json", {"data_dir": "/d/doc/ag_news"})
     return root
@@ -57,6 +57,8 @@ def test_tables_put_published_numbers_beside_matching_runs_only(runs, tmp_path):
     # AG News is not one of the paper's datasets: reference table, not adjacent columns
     assert "not on AG News" in text and "| AmaPolar | Base | lrn | 151K |" in text
     assert "![validation curves](figures/curves-ner-conll-2003-tiny-cpu.png)" in text
+    # A text-valued test field is no table column: it is shown once under its table.
+    assert "tokenizer (test)" not in text and "tokenizer: `v1`" in text
 
 
 def test_html_is_self_contained_and_figures_are_small(runs, tmp_path):

@@ -278,7 +278,8 @@ def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
     # Text-valued test fields (a BLEU signature) are the same for every run: shown once.
     notes = {k: v for r in runs for k, v in (r.results["metrics"].get("test") or {}).items()
              if isinstance(v, str)}
-    out += [f"{k}: `{v}`" for k, v in sorted(notes.items())]
+    if notes:
+        out += [", ".join(f"{k}: `{v}`" for k, v in sorted(notes.items())), ""]
     published = paper_rows(task)
     matched = any(_paper_row(r) for r in runs)
     if matched:
