@@ -271,6 +271,7 @@ _COMMON = dict(
     char_limit=16, max_answer_len=16, lowercase=True, word_min_freq=1, embeddings=None,
     encoder_layers=3, layer_norm=False, optimizer="adam", clip=5.0, weight_decay=0.0,
     lr_schedule="constant", decay_factor=0.5, patience=2,
+    rho=0.95, eps=1e-6,  # read only by optimizer="adadelta" (TF's defaults, as the authors')
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -293,7 +294,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # vectors: set embeddings=PATH (word_dim=300); without it words are learnt.
     "paper": dict(_COMMON, word_dim=300, char_dim=8, char_out=200, hidden_size=75,
                   dropout=0.3, pointer_dropout=0.3, batch_size=64, eval_batch_size=64,
-                  optimizer="adadelta", lr=0.5, rho=0.95, eps=1e-6, lr_schedule="plateau", max_steps=60000, max_epochs=100,
+                  optimizer="adadelta", lr=0.5, lr_schedule="plateau", max_steps=60000, max_epochs=100,
                   eval_every=1000),
 }
 
