@@ -16,7 +16,7 @@ allocator: the ``lrn`` command calls :func:`keep_freed_memory` (opt out with
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
@@ -38,7 +38,7 @@ def keep_freed_memory() -> bool:
         return True
     if os.environ.get("LRN_KEEP_FREED_MEMORY", "1") == "0":
         return False
-    libc = _glibc()
+    libc = glibc()
     if libc is None:
         return False
     _applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
@@ -51,14 +51,14 @@ def freed_memory_kept() -> bool:
     return _applied
 
 
-def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The process's C library if it is glibc (mallopt, malloc_trim, madvise), else None.
+
+    Looked up among the symbols already loaded (``CDLL(None)``): no search of the file system."""
     try:
-        libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # only glibc has mallopt with these meanings
-        libc.mallopt
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.gnu_get_libc_version  # only glibc has mallopt / malloc_trim with these meanings
     except (OSError, AttributeError):
         return None
     return libc

@@ -17,7 +17,6 @@ docs/performance.md describes the method and its caveats.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import importlib.metadata
 import importlib.util
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import lrn
-from lrn.allocator import freed_memory_kept
+from lrn.allocator import freed_memory_kept, glibc
 from lrn.functional import lrn_scan, resolve_backend
 from lrn.ops.linear import linear
 
@@ -135,9 +134,10 @@ def cpu_peak_method() -> str | None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
         _proc_status_bytes("VmHWM")
-        ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError) as err:
-        return f"needs Linux /proc/self/clear_refs, VmHWM and glibc malloc_trim ({err})"
+        return f"needs Linux /proc/self/clear_refs and VmHWM ({err})"
+    if glibc() is None:
+        return "needs glibc's malloc_trim"
     return None
 
 
@@ -157,7 +157,7 @@ def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    glibc().malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     base = _proc_status_bytes("VmRSS")
     fn()

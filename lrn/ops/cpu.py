@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import ctypes
 import math
-import sys
 
 import numba
 import numpy as np
 import torch
 from numba import njit, prange, types
 from numba.extending import overload
+
+from lrn.allocator import glibc
 
 # Fast-math: FMA contraction only.  The other flags bought nothing measurable here, and
 # nnan/ninf would break NaN propagation (the reference propagates NaN).
@@ -271,7 +272,6 @@ def _launch(kernel, lengths: np.ndarray, num_directions: int, hidden: int, *args
 
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def _empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
@@ -284,10 +284,11 @@ def _empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
     """
     out = torch.empty(*shape, dtype=dtype)
     nbytes = out.numel() * out.element_size()
-    if _LIBC is not None and nbytes >= 4 * _HUGE_PAGE:
+    libc = glibc()
+    if libc is not None and nbytes >= 4 * _HUGE_PAGE:
         start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
         end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
-        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
     return out
 
 

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
-from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
-                            make_rnn_from_spec, pad_batch, pad_chars, tokenize)
+from lrn.tasks.text import (Vocab, WordCharEmbedding, birnn_from_config, char_ids,
+                            length_buckets, nonblank_lines, pad_batch, pad_chars, tokenize)
 
 
 @dataclass
@@ -128,13 +128,8 @@ class DocModel(nn.Module):
                  cell: str):
         super().__init__()
         self.label_smoothing = config["label_smoothing"]  # read by DocTask.loss
-        self.embed = WordCharEmbedding(num_words, num_chars, word_dim=config["word_dim"],
-                                       char_dim=config["char_dim"], char_out=config["char_out"],
-                                       dropout=config["dropout"])
-        self.rnn = make_rnn_from_spec(cell, self.embed.output_size, config["hidden_size"],
-                                      num_layers=config["num_layers"], bidirectional=True,
-                                      dropout=config["dropout"] if config["num_layers"] > 1 else 0.0,
-                                      layer_norm=config["layer_norm"])
+        self.embed = WordCharEmbedding.from_config(config, num_words, num_chars)
+        self.rnn = birnn_from_config(cell, self.embed.output_size, config)
         self.pool = AttentivePooling(self.rnn.output_size, config["hidden_size"])
         self.dropout = nn.Dropout(config["dropout"])
         self.classify = nn.Linear(self.rnn.output_size, num_classes)
@@ -294,16 +289,12 @@ class DocTask(Task):
 
 def read_lines(path: Path, max_tokens: int) -> list[Document]:
     """One document per line (blank lines skipped), cut to ``max_tokens``."""
-    if not path.is_file():
-        raise DataError("file not found", path)
     docs = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                tokens = tokenize(clean_text(line))[:max_tokens]
-                if not tokens:
-                    raise DataError("empty document", path, lineno)
-                docs.append(Document(tokens, 0))
+    for lineno, line in nonblank_lines(path):
+        tokens = tokenize(clean_text(line))[:max_tokens]
+        if not tokens:
+            raise DataError("empty document", path, lineno)
+        docs.append(Document(tokens, 0))
     return docs
 
 

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from lrn.modules.crf import CRF
 from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
-from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
-                            make_rnn_from_spec, pad_batch, pad_chars)
+from lrn.tasks.text import (Vocab, WordCharEmbedding, birnn_from_config, char_ids,
+                            length_buckets, nonblank_lines, pad_batch, pad_chars)
 
 SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 _TAG_RE = re.compile(r"^(O|[BIES]-\S+)$")
@@ -178,13 +178,8 @@ class NERModel(nn.Module):
     def __init__(self, config: dict[str, Any], num_words: int, num_chars: int,
                  tags: Sequence[str], cell: str):
         super().__init__()
-        self.embed = WordCharEmbedding(num_words, num_chars, word_dim=config["word_dim"],
-                                       char_dim=config["char_dim"], char_out=config["char_out"],
-                                       dropout=config["dropout"])
-        self.rnn = make_rnn_from_spec(cell, self.embed.output_size, config["hidden_size"],
-                                      num_layers=config["num_layers"], bidirectional=True,
-                                      dropout=config["dropout"] if config["num_layers"] > 1 else 0.0,
-                                      layer_norm=config["layer_norm"])
+        self.embed = WordCharEmbedding.from_config(config, num_words, num_chars)
+        self.rnn = birnn_from_config(cell, self.embed.output_size, config)
         self.project = nn.Sequential(nn.Dropout(config["dropout"]),
                                      nn.Linear(self.rnn.output_size, config["fc_dim"]), nn.Tanh(),
                                      nn.Linear(config["fc_dim"], len(tags)))
@@ -346,10 +341,7 @@ class NERTask(Task):
 
 def read_raw(path: Path) -> list[Sentence]:
     """Whitespace-tokenised text, one sentence per line (blank lines skipped)."""
-    if not path.is_file():
-        raise DataError("file not found", path)
-    with path.open(encoding="utf-8") as f:
-        return [Sentence(line.split(), ["O"] * len(line.split())) for line in f if line.split()]
+    return [Sentence(line.split(), ["O"] * len(line.split())) for _, line in nonblank_lines(path)]
 
 
 def print_predictions(task: Task, config: dict[str, Any], data: NERData, model: nn.Module, path: Path,

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
-from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets,
-                            make_rnn_from_spec, pad_batch, pad_chars, tokenize)
+from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets, make_rnn_from_spec,
+                            nonblank_lines, pad_batch, pad_chars, tokenize)
 
 LABELS = ("entailment", "neutral", "contradiction")
 SPLIT_FILES = {"train": "train.jsonl", "valid": "dev.jsonl", "test": "test.jsonl"}
@@ -40,33 +40,27 @@ def read_snli(path: str | Path) -> list[Pair]:
     (no annotator majority) are dropped, as in the paper.  Raw and
     PTB-tokenised sentences both go through ``tokenize``, so every split is
     tokenised the same way."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", path)
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON ({e.msg})", path, lineno) from None
-            if not isinstance(row, dict):
-                raise DataError("expected a JSON object", path, lineno)
-            missing = [k for k in ("sentence1", "sentence2", "gold_label") if k not in row]
-            if missing:
-                raise DataError(f"missing key(s) {', '.join(missing)}", path, lineno)
-            label = row["gold_label"]
-            if label == "-":
-                continue
-            if label not in LABELS:
-                raise DataError(f"unknown gold_label {label!r} (expected one of {LABELS} or '-')",
-                                path, lineno)
-            premise, hypothesis = tokenize(str(row["sentence1"])), tokenize(str(row["sentence2"]))
-            if not premise or not hypothesis:
-                raise DataError("empty sentence", path, lineno)
-            pairs.append(Pair(premise, hypothesis, LABELS.index(label)))
+    for lineno, line in nonblank_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON ({e.msg})", path, lineno) from None
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object", path, lineno)
+        missing = [k for k in ("sentence1", "sentence2", "gold_label") if k not in row]
+        if missing:
+            raise DataError(f"missing key(s) {', '.join(missing)}", path, lineno)
+        label = row["gold_label"]
+        if label == "-":
+            continue
+        if label not in LABELS:
+            raise DataError(f"unknown gold_label {label!r} (expected one of {LABELS} or '-')",
+                            path, lineno)
+        premise, hypothesis = tokenize(str(row["sentence1"])), tokenize(str(row["sentence2"]))
+        if not premise or not hypothesis:
+            raise DataError("empty sentence", path, lineno)
+        pairs.append(Pair(premise, hypothesis, LABELS.index(label)))
     if not pairs:
         raise DataError("no labelled pairs", path)
     return pairs
@@ -91,9 +85,7 @@ class NLIModel(nn.Module):
         super().__init__()
         hidden, dropout = config["hidden_size"], config["dropout"]
         self.label_smoothing = config["label_smoothing"]  # read by NLITask.loss
-        self.embed = WordCharEmbedding(num_words, num_chars, word_dim=config["word_dim"],
-                                       char_dim=config["char_dim"], char_out=config["char_out"],
-                                       dropout=dropout)
+        self.embed = WordCharEmbedding.from_config(config, num_words, num_chars)
         rnn_kw = dict(bidirectional=True, layer_norm=config["layer_norm"])
         self.encoder = make_rnn_from_spec(cell, self.embed.output_size, hidden, **rnn_kw)
         width = self.encoder.output_size  # 2H
@@ -261,17 +253,12 @@ class NLITask(Task):
 
 def read_pairs(path: Path) -> list[Pair]:
     """``premise<TAB>hypothesis`` per line (blank lines skipped)."""
-    if not path.is_file():
-        raise DataError("file not found", path)
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 2 or not tokenize(fields[0]) or not tokenize(fields[1]):
-                raise DataError("expected 'premise<TAB>hypothesis'", path, lineno)
-            pairs.append(Pair(tokenize(fields[0]), tokenize(fields[1]), 0))
+    for lineno, line in nonblank_lines(path):
+        fields = [tokenize(text) for text in line.rstrip("\n").split("\t")]
+        if len(fields) != 2 or not all(fields):
+            raise DataError("expected 'premise<TAB>hypothesis'", path, lineno)
+        pairs.append(Pair(fields[0], fields[1], 0))
     return pairs
 
 

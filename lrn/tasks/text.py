@@ -7,8 +7,9 @@ import random
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,6 +89,18 @@ _TOKEN_RE = re.compile(
     r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+|[^\w\s]", re.IGNORECASE
 )
 _PTB_QUOTES = re.compile(r"``|''")
+
+
+def nonblank_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line) for every non-blank line of a UTF-8 text file; a clear
+    DataError when the file is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path)
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                yield lineno, line
 
 
 def tokenize(text: str) -> list[str]:
@@ -222,6 +235,12 @@ class WordCharEmbedding(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output_size = word_dim + char_out
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], num_words: int, num_chars: int) -> WordCharEmbedding:
+        """Sized by a task config's word_dim, char_dim, char_out and dropout."""
+        return cls(num_words, num_chars, word_dim=config["word_dim"], char_dim=config["char_dim"],
+                   char_out=config["char_out"], dropout=config["dropout"])
+
     def forward(self, words: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
         return self.dropout(torch.cat([self.words(words), self.chars(chars)], dim=-1))
 
@@ -252,3 +271,12 @@ def make_rnn_from_spec(cell: str, input_size: int, hidden_size: int, **kwargs) -
 
     name, spec_kwargs = parse_cell_spec(cell)
     return make_rnn(name, input_size, hidden_size, **{**kwargs, **spec_kwargs})
+
+
+def birnn_from_config(cell: str, input_size: int, config: dict[str, Any]) -> nn.Module:
+    """The bidirectional stack of a task config: hidden_size, num_layers, layer_norm, and
+    dropout between layers (none for one layer, where torch's RNNs would warn)."""
+    layers = config["num_layers"]
+    return make_rnn_from_spec(cell, input_size, config["hidden_size"], num_layers=layers,
+                              bidirectional=True, dropout=config["dropout"] if layers > 1 else 0.0,
+                              layer_norm=config["layer_norm"])
