@@ -104,13 +104,17 @@ def test_chunking_covers_hidden(pairs, hidden, threads):
         assert pairs * n_chunks >= threads  # every thread gets work
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_balanced_order_deals_sorted_lengths(threads):
-    lengths = np.arange(12, 0, -1)  # sorted longest first, as packed sequences are
-    order = cpu._balanced_order(lengths, threads)
-    assert sorted(order.tolist()) == list(range(12))
-    block_work = [lengths[block].sum() for block in np.array_split(order, threads)]
-    assert max(block_work) - min(block_work) <= lengths.max()
+@pytest.mark.parametrize("lengths", [np.arange(12, 0, -1), np.full(7, 5), np.array([0, 0, 3]),
+                                     np.zeros(4, dtype=np.int64)],
+                         ids=["sorted", "equal", "zeros-first", "all-zero"])
+@pytest.mark.parametrize("slices", [1, 2, 3])
+def test_batch_slices_balance_work(lengths, slices):
+    bounds = cpu._batch_slices(lengths, slices)
+    assert bounds.dtype == np.int64 and len(bounds) == slices + 1
+    assert bounds[0] == 0 and bounds[-1] == len(lengths) and np.all(np.diff(bounds) >= 0)
+    work = [lengths[lo:hi].sum() for lo, hi in zip(bounds[:-1], bounds[1:])]
+    # each slice is within one sequence of its fair share
+    assert max(work) - lengths.sum() / slices <= lengths.max()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

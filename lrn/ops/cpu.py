@@ -3,10 +3,14 @@
 Same semantics and packed-gates layout as ``lrn.ops.reference.lrn_scan_reference``.
 
 Design (measured on a 2-core AVX-512 machine):
-  * One parallel work item per (direction, sequence, chunk of H); each walks time
-    itself with the innermost loop contiguous over H, so it vectorises.  H is cut
-    into chunks only when there are fewer (direction, sequence) pairs than threads;
-    small problems run on the calling thread; sequences are dealt to threads by length.
+  * One parallel work item per thread: a direction, a contiguous slice of the batch and,
+    when there are fewer (direction, slice) pairs than threads, a chunk of H.  Each item
+    walks time in its outer loop and its slice of sequences inside, with the innermost
+    loop contiguous over H so that it vectorises.  A step then reads one contiguous block
+    of rows, which the hardware prefetcher streams; walking time per sequence instead
+    jumps B rows every step (measured: backward 5.3 -> 3.4 ms at B=16, T=1024, H=256).
+    Slices are cut so that their summed lengths balance; small problems run on the
+    calling thread.
   * float32 uses a rational tanh (sigmoid(x) = (1 + tanh(x/2)) / 2) that LLVM can
     vectorise (libm calls cannot be); max relative error ~3.5e-7, mean ~6e-8.
     float64 (used for gradcheck) uses libm math.
@@ -101,13 +105,14 @@ def _one_minus_square_overload(x):
 
 
 @njit(inline="always")
-def _work_item(item, order, n_chunks, chunk, hidden):
-    """(direction, sequence, first h, end h) of one parallel work item."""
+def _work_item(item, bounds, n_chunks, chunk, hidden):
+    """(direction, first sequence, end sequence, first h, end h) of one work item."""
     # prange hands out unsigned indices; uint64 with int64 would promote to float64
-    d, rest = divmod(np.int64(item), order.shape[0] * n_chunks)
-    position, c = divmod(rest, n_chunks)
+    n_slices = bounds.shape[0] - 1
+    d, rest = divmod(np.int64(item), n_slices * n_chunks)
+    s, c = divmod(rest, n_chunks)
     h_lo = c * chunk
-    return d, order[position], h_lo, min(hidden, h_lo + chunk)
+    return d, bounds[s], bounds[s + 1], h_lo, min(hidden, h_lo + chunk)
 
 
 def _build_forward(use_tanh: bool, output_gate: bool):
@@ -115,47 +120,53 @@ def _build_forward(use_tanh: bool, output_gate: bool):
     branches in the inner loop and LLVM then vectorises only one variant, or none)."""
 
     @njit(parallel=True, cache=True, **_JIT_OPTIONS)
-    def forward(gates, state, out, lengths, num_directions, reverse, order, n_chunks, chunk):
+    def forward(gates, state, out, lengths, num_directions, reverse, bounds, n_chunks, chunk):
         # gates (T, B, D*G*H); state (D, B, H): holds h0 on entry, h_last on exit;
         # out (T, B, D*H).  Inner loops index slices from 0: an offset index makes numba
         # emit a negative-index check per access, which stops LLVM from vectorising.
         T, B, _ = gates.shape
         H = state.shape[2]
         G = 4 if output_gate else 3
-        for item in prange(num_directions * B * n_chunks):
-            d, b, h_lo, h_hi = _work_item(item, order, n_chunks, chunk, H)
+        for item in prange(num_directions * (bounds.shape[0] - 1) * n_chunks):
+            d, b_lo, b_hi, h_lo, h_hi = _work_item(item, bounds, n_chunks, chunk, H)
             backwards = d == 1 or (num_directions == 1 and reverse)
-            n = lengths[b]
             width = h_hi - h_lo
             q_lo = d * G * H + h_lo  # gate block starts: q_lo, q_lo + H, q_lo + 2H, q_lo + 3H
             y_lo = d * H + h_lo
-            for j in range(n):
-                t = n - 1 - j if backwards else j
-                # previous state: the output of the previous processed step, or h0
-                if j == 0:
-                    hp_row = state[d, b, h_lo:h_hi]
-                else:
-                    hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
-                g = gates[t, b]
-                q = g[q_lo:q_lo + width]
-                k = g[q_lo + H:q_lo + H + width]
-                v = g[q_lo + 2 * H:q_lo + 2 * H + width]
-                o = g[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else v
-                y = out[t, b, y_lo:y_lo + width]
-                for x in range(width):
-                    hp = hp_row[x]
-                    f = _sigmoid(q[x] - hp)
-                    i = _sigmoid(k[x] + hp)
-                    c = i * v[x] + f * hp
-                    if use_tanh:
-                        c = _tanh(c)
-                    if output_gate:
-                        c = _sigmoid(o[x] - c) * c
-                    y[x] = c
-            if n > 0:
-                state[d, b, h_lo:h_hi] = out[0 if backwards else n - 1, b, y_lo:y_lo + width]
-            for t in range(n, T):
-                out[t, b, y_lo:y_lo + width] = 0
+            steps = lengths[b_lo:b_hi].max() if b_hi > b_lo else 0
+            for j in range(steps):
+                for b in range(b_lo, b_hi):
+                    n = lengths[b]
+                    if j >= n:
+                        continue
+                    t = n - 1 - j if backwards else j
+                    # previous state: the output of the previous processed step, or h0
+                    if j == 0:
+                        hp_row = state[d, b, h_lo:h_hi]
+                    else:
+                        hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
+                    g = gates[t, b]
+                    q = g[q_lo:q_lo + width]
+                    k = g[q_lo + H:q_lo + H + width]
+                    v = g[q_lo + 2 * H:q_lo + 2 * H + width]
+                    o = g[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else v
+                    y = out[t, b, y_lo:y_lo + width]
+                    for x in range(width):
+                        hp = hp_row[x]
+                        f = _sigmoid(q[x] - hp)
+                        i = _sigmoid(k[x] + hp)
+                        c = i * v[x] + f * hp
+                        if use_tanh:
+                            c = _tanh(c)
+                        if output_gate:
+                            c = _sigmoid(o[x] - c) * c
+                        y[x] = c
+            for b in range(b_lo, b_hi):
+                n = lengths[b]
+                if n > 0:
+                    state[d, b, h_lo:h_hi] = out[0 if backwards else n - 1, b, y_lo:y_lo + width]
+                for t in range(n, T):
+                    out[t, b, y_lo:y_lo + width] = 0
 
     return forward
 
@@ -165,62 +176,68 @@ def _build_backward(use_tanh: bool, output_gate: bool):
 
     @njit(parallel=True, cache=True, **_JIT_OPTIONS)
     def backward(grad_out, dstate, gates, out, h0, grad_gates, lengths, num_directions, reverse,
-                 order, n_chunks, chunk):
+                 bounds, n_chunks, chunk):
         # grad_out (T, B, D*H); dstate (D, B, H): holds grad_h_last on entry, grad_h0 on exit;
         # gates (T, B, D*G*H); out (T, B, D*H); h0 (D, B, H); grad_gates (T, B, D*G*H)
         T, B, _ = gates.shape
         H = dstate.shape[2]
         G = 4 if output_gate else 3
-        for item in prange(num_directions * B * n_chunks):
-            d, b, h_lo, h_hi = _work_item(item, order, n_chunks, chunk, H)
+        for item in prange(num_directions * (bounds.shape[0] - 1) * n_chunks):
+            d, b_lo, b_hi, h_lo, h_hi = _work_item(item, bounds, n_chunks, chunk, H)
             backwards = d == 1 or (num_directions == 1 and reverse)
-            n = lengths[b]
             width = h_hi - h_lo
             q_lo = d * G * H + h_lo
             y_lo = d * H + h_lo
-            dh = dstate[d, b, h_lo:h_hi]  # gradient w.r.t. the state after the current step
-            for j in range(n - 1, -1, -1):
-                t = n - 1 - j if backwards else j
-                if j == 0:
-                    hp_row = h0[d, b, h_lo:h_hi]
-                else:
-                    hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
-                g = gates[t, b]
-                q = g[q_lo:q_lo + width]
-                k = g[q_lo + H:q_lo + H + width]
-                v = g[q_lo + 2 * H:q_lo + 2 * H + width]
-                o = g[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else v
-                gg = grad_gates[t, b]
-                dq = gg[q_lo:q_lo + width]
-                dk = gg[q_lo + H:q_lo + H + width]
-                dv = gg[q_lo + 2 * H:q_lo + 2 * H + width]
-                do = gg[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else dv
-                dy = grad_out[t, b, y_lo:y_lo + width]
-                for x in range(width):
-                    hp = hp_row[x]
-                    f = _sigmoid(q[x] - hp)
-                    i = _sigmoid(k[x] + hp)
-                    s = i * v[x] + f * hp
-                    c = _tanh(s) if use_tanh else s
-                    dc = dy[x] + dh[x]
+            steps = lengths[b_lo:b_hi].max() if b_hi > b_lo else 0
+            for j in range(steps - 1, -1, -1):
+                for b in range(b_lo, b_hi):
+                    n = lengths[b]
+                    if j >= n:
+                        continue
+                    t = n - 1 - j if backwards else j
+                    if j == 0:
+                        hp_row = h0[d, b, h_lo:h_hi]
+                    else:
+                        hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
+                    # gradient w.r.t. the state after the current step
+                    dh = dstate[d, b, h_lo:h_hi]
+                    g = gates[t, b]
+                    q = g[q_lo:q_lo + width]
+                    k = g[q_lo + H:q_lo + H + width]
+                    v = g[q_lo + 2 * H:q_lo + 2 * H + width]
+                    o = g[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else v
+                    gg = grad_gates[t, b]
+                    dq = gg[q_lo:q_lo + width]
+                    dk = gg[q_lo + H:q_lo + H + width]
+                    dv = gg[q_lo + 2 * H:q_lo + 2 * H + width]
+                    do = gg[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else dv
+                    dy = grad_out[t, b, y_lo:y_lo + width]
+                    for x in range(width):
+                        hp = hp_row[x]
+                        f = _sigmoid(q[x] - hp)
+                        i = _sigmoid(k[x] + hp)
+                        s = i * v[x] + f * hp
+                        c = _tanh(s) if use_tanh else s
+                        dc = dy[x] + dh[x]
+                        if output_gate:
+                            og = _sigmoid(o[x] - c)
+                            do_x = dc * c * (og - og * og)
+                            do[x] = do_x
+                            dc = dc * og - do_x
+                        ds = dc * _one_minus_square(c) if use_tanh else dc
+                        dk_x = ds * v[x] * (i - i * i)
+                        dq_x = ds * hp * (f - f * f)
+                        dq[x] = dq_x
+                        dk[x] = dk_x
+                        dv[x] = ds * i
+                        dh[x] = ds * f + dk_x - dq_x
+            for b in range(b_lo, b_hi):
+                for t in range(lengths[b], T):
+                    grad_gates[t, b, q_lo:q_lo + width] = 0
+                    grad_gates[t, b, q_lo + H:q_lo + H + width] = 0
+                    grad_gates[t, b, q_lo + 2 * H:q_lo + 2 * H + width] = 0
                     if output_gate:
-                        og = _sigmoid(o[x] - c)
-                        do_x = dc * c * (og - og * og)
-                        do[x] = do_x
-                        dc = dc * og - do_x
-                    ds = dc * _one_minus_square(c) if use_tanh else dc
-                    dk_x = ds * v[x] * (i - i * i)
-                    dq_x = ds * hp * (f - f * f)
-                    dq[x] = dq_x
-                    dk[x] = dk_x
-                    dv[x] = ds * i
-                    dh[x] = ds * f + dk_x - dq_x
-            for t in range(n, T):
-                grad_gates[t, b, q_lo:q_lo + width] = 0
-                grad_gates[t, b, q_lo + H:q_lo + H + width] = 0
-                grad_gates[t, b, q_lo + 2 * H:q_lo + 2 * H + width] = 0
-                if output_gate:
-                    grad_gates[t, b, q_lo + 3 * H:q_lo + 3 * H + width] = 0
+                        grad_gates[t, b, q_lo + 3 * H:q_lo + 3 * H + width] = 0
 
     return backward
 
@@ -246,26 +263,33 @@ def _chunking(pairs: int, hidden: int, threads: int) -> tuple[int, int]:
     return -(-hidden // chunk), chunk
 
 
-def _balanced_order(lengths: np.ndarray, threads: int) -> np.ndarray:
-    """The order in which work items visit the sequences.
+def _batch_slices(lengths: np.ndarray, slices: int) -> np.ndarray:
+    """Bounds (slices + 1,) of contiguous batch slices whose summed lengths balance.
 
-    numba's OpenMP pool gives each thread one contiguous block of work items, so a batch
-    sorted by length (as packed sequences are) would leave one thread all the long ones.
-    Deal the sequences, longest first, round-robin into the threads' blocks instead.
+    numba's OpenMP pool gives each thread one contiguous block of work items; equal
+    slices of a batch sorted by length (as packed sequences are) would leave one thread
+    all the long ones.  Cut at the points where the running total of steps crosses each
+    thread's share instead.
     """
-    by_length = np.argsort(-lengths, kind="stable")
-    return np.concatenate([by_length[p::threads] for p in range(threads)])
+    if slices == 1:
+        return np.array([0, lengths.shape[0]], dtype=np.int64)
+    total = np.cumsum(lengths)
+    shares = total[-1] * np.arange(1, slices) / slices
+    cuts = np.searchsorted(total, shares, side="left") + 1
+    bounds = np.concatenate([[0], np.minimum(cuts, lengths.shape[0]), [lengths.shape[0]]])
+    return bounds.astype(np.int64)
 
 
 def _launch(kernel, lengths: np.ndarray, num_directions: int, hidden: int, *args) -> None:
-    """kernel(*args, order, n_chunks, chunk) on as many threads as the work is worth."""
-    pairs = num_directions * lengths.shape[0]
+    """kernel(*args, bounds, n_chunks, chunk) on as many threads as the work is worth."""
     work = int(lengths.sum()) * num_directions * hidden
     available = numba.get_num_threads()
     threads = available if work >= _PARALLEL_MIN_ELEMENTS else 1
+    slices = max(1, min(lengths.shape[0], -(-threads // num_directions)))
     numba.set_num_threads(threads)
     try:
-        kernel(*args, _balanced_order(lengths, threads), *_chunking(pairs, hidden, threads))
+        kernel(*args, _batch_slices(lengths, slices),
+               *_chunking(num_directions * slices, hidden, threads))
     finally:
         numba.set_num_threads(available)
 
