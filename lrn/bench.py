@@ -527,7 +527,7 @@ def format_markdown(report: dict) -> str:
         lines += ["", "| B | T | H | impl | target | value | limit | met |", "|---|---|---|---|---|---:|---:|---|"]
         for t in report["targets"]:
             lines.append(f"| {t['B']} | {t['T']} | {t['H']} | {t['impl']} | {t['what']} | "
-                         f"{t['value']:.2f} | {t['op']} {t['limit']:.2f} | {'yes' if t['met'] else 'NO'} |")
+                         f"{t['value']:.3f} | {t['op']} {t['limit']:.2f} | {'yes' if t['met'] else 'NO'} |")
     if report["config"]["device"] == "cpu":
         lines += ["", f"CPU allocator: {report.get('cpu_allocator', 'not recorded')}."]
     return "\n".join(lines) + "\n"
