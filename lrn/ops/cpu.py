@@ -135,13 +135,15 @@ def _build_forward(use_tanh: bool, output_gate: bool):
             y_lo = d * H + h_lo
             steps = lengths[b_lo:b_hi].max() if b_hi > b_lo else 0
             for j in range(steps):
+                # Absolute time, so that every sequence of the slice reads the same row of
+                # gates; a reversed sequence starts at its own last step, t = n - 1.
+                t = steps - 1 - j if backwards else j
                 for b in range(b_lo, b_hi):
                     n = lengths[b]
-                    if j >= n:
+                    if t >= n:
                         continue
-                    t = n - 1 - j if backwards else j
                     # previous state: the output of the previous processed step, or h0
-                    if j == 0:
+                    if t == (n - 1 if backwards else 0):
                         hp_row = state[d, b, h_lo:h_hi]
                     else:
                         hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
@@ -189,13 +191,15 @@ def _build_backward(use_tanh: bool, output_gate: bool):
             q_lo = d * G * H + h_lo
             y_lo = d * H + h_lo
             steps = lengths[b_lo:b_hi].max() if b_hi > b_lo else 0
-            for j in range(steps - 1, -1, -1):
+            for j in range(steps):
+                # The forward's order reversed, in absolute time as there: a sequence
+                # joins when t reaches its last processed step, with dh = grad_h_last.
+                t = j if backwards else steps - 1 - j
                 for b in range(b_lo, b_hi):
                     n = lengths[b]
-                    if j >= n:
+                    if t >= n:
                         continue
-                    t = n - 1 - j if backwards else j
-                    if j == 0:
+                    if t == (n - 1 if backwards else 0):
                         hp_row = h0[d, b, h_lo:h_hi]
                     else:
                         hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
