@@ -15,8 +15,10 @@ Design (measured on a 2-core AVX-512 machine):
     vectorise (libm calls cannot be); max relative error ~3.5e-7, mean ~6e-8.
     float64 (used for gradcheck) uses libm math.
   * The backward pass needs only the gates and the outputs: it walks time backwards
-    and recomputes each step from the previous state, which is the output of the
-    previous processed step (or h0).  No per-step tensors are saved.
+    and recomputes each step's gates from the previous state, which is the output of
+    the previous processed step (or h0).  Without an output gate the step's own output
+    is its c, so the tanh is read, not recomputed (backward ~10% faster).  No per-step
+    tensors are saved.
   * Outputs are allocated once per call (torch.empty, huge pages when large) and
     written through zero-copy numpy views; the state buffers are the returned
     h_last / grad_h0.
@@ -216,18 +218,24 @@ def _build_backward(use_tanh: bool, output_gate: bool):
                     dv = gg[q_lo + 2 * H:q_lo + 2 * H + width]
                     do = gg[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else dv
                     dy = grad_out[t, b, y_lo:y_lo + width]
+                    y = out[t, b, y_lo:y_lo + width]
                     for x in range(width):
                         hp = hp_row[x]
                         f = _sigmoid(q[x] - hp)
                         i = _sigmoid(k[x] + hp)
-                        s = i * v[x] + f * hp
-                        c = _tanh(s) if use_tanh else s
                         dc = dy[x] + dh[x]
                         if output_gate:
+                            s = i * v[x] + f * hp
+                            c = _tanh(s) if use_tanh else s
                             og = _sigmoid(o[x] - c)
                             do_x = dc * c * (og - og * og)
                             do[x] = do_x
                             dc = dc * og - do_x
+                        else:
+                            # without an output gate the step's output is c itself: read
+                            # it (the row is next step's h_{t-1}, so cached) instead of
+                            # recomputing a tanh
+                            c = y[x]
                         ds = dc * _one_minus_square(c) if use_tanh else dc
                         dk_x = ds * v[x] * (i - i * i)
                         dq_x = ds * hp * (f - f * f)
