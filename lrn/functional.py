@@ -101,8 +101,20 @@ def lrn_scan(
         )
     from lrn.ops import fused  # registers torch.ops.lrn.*
 
-    return fused.scan(gates, h0, lengths, num_directions, reverse, activation == "tanh",
-                      output_gate, concrete)
+    args = (gates, h0, lengths, num_directions, reverse, activation == "tanh", output_gate, concrete)
+    if _eager_inference(gates, h0):
+        # The op's dispatch and autograd wrapper cost ~10 us a call, as much as a decoding
+        # step's whole recurrence; nothing needs the op here, so run its kernel directly.
+        return fused.scan_forward(*args)
+    return fused.scan(*args)
+
+
+def _eager_inference(gates: torch.Tensor, h0: torch.Tensor | None) -> bool:
+    """True when no autograd graph, tracer or tensor subclass needs the custom op."""
+    if torch.is_grad_enabled() and (gates.requires_grad or (h0 is not None and h0.requires_grad)):
+        return False
+    return (type(gates) is torch.Tensor and (h0 is None or type(h0) is torch.Tensor)
+            and not torch.compiler.is_compiling())
 
 
 def check_lengths(lengths: torch.Tensor, batch: int, steps: int) -> torch.Tensor:

@@ -39,3 +39,12 @@ def test_frozen_weight_still_gives_bias_and_input_gradients():
     ref_grads = torch.autograd.grad(F.linear(x, w, b), (x, b), g)
     for a, r in zip(grads, ref_grads):
         torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.skipif(not linear_mod._ONEDNN, reason="this torch build has no oneDNN linear")
+def test_fewer_than_four_rows_use_f_linear():
+    w = torch.randn(12, 7, requires_grad=True)
+    small = linear_mod.linear(torch.randn(3, 7), w)  # oneDNN's set-up outweighs the product
+    large = linear_mod.linear(torch.randn(4, 7), w)  # (its output is a view of oneDNN's)
+    assert type(small.grad_fn).__name__ == "MmBackward0"
+    assert type(large.grad_fn.next_functions[0][0]).__name__ == "_OneDNNLinearBackward"

@@ -41,6 +41,26 @@ def test_op_gradients_match_reference(backend):
 
 
 @pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")
+def test_eager_inference_runs_the_kernel_without_the_op(monkeypatch):
+    gates, h0, lengths, D, reverse, tanh, og, backend = scan_args("cpu")
+    with torch.no_grad():
+        expected = fused.scan(gates, h0, lengths, D, reverse, tanh, og, backend)
+
+    def refuse(*args):
+        raise AssertionError("the custom op was dispatched")
+
+    monkeypatch.setattr(fused, "scan", refuse)
+    activation = "tanh" if tanh else "identity"
+    with torch.no_grad():
+        got = lrn.functional.lrn_scan(gates, h0, lengths, D, reverse, activation, og, "cpu")
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # With autograd needed the op is still used.
+    with pytest.raises(AssertionError, match="custom op was dispatched"):
+        lrn.functional.lrn_scan(gates, h0, lengths, D, reverse, activation, og, "cpu")
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")
 def test_compile_fullgraph_no_graph_break():
     model = lrn.LRN(3, 4, num_layers=2, bidirectional=True, backend="cpu")
     x = torch.randn(5, 2, 3, requires_grad=True)

@@ -298,10 +298,14 @@ def _launch(kernel, lengths: np.ndarray, num_directions: int, hidden: int, *args
     available = numba.get_num_threads()
     threads = available if work >= _PARALLEL_MIN_ELEMENTS else 1
     slices = max(1, min(lengths.shape[0], -(-threads // num_directions)))
+    bounds = _batch_slices(lengths, slices)
+    n_chunks, chunk = _chunking(num_directions * slices, hidden, threads)
+    if threads == available:  # set_num_threads costs ~1 us a call: skip it when it changes nothing
+        kernel(*args, bounds, n_chunks, chunk)
+        return
     numba.set_num_threads(threads)
     try:
-        kernel(*args, _batch_slices(lengths, slices),
-               *_chunking(num_directions * slices, hidden, threads))
+        kernel(*args, bounds, n_chunks, chunk)
     finally:
         numba.set_num_threads(available)
 

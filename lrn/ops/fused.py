@@ -27,15 +27,24 @@ def _hidden_size(gates: Tensor, num_directions: int, output_gate: bool) -> int:
     return gates.shape[-1] // (num_directions * (4 if output_gate else 3))
 
 
+def scan_forward(
+    gates: Tensor, h0: Tensor | None, lengths: Tensor | None, num_directions: int,
+    reverse: bool, tanh: bool, output_gate: bool, backend: str,
+) -> tuple[Tensor, Tensor]:
+    """The kernel behind ``torch.ops.lrn.scan``, also called directly for eager inference
+    (see lrn.functional.lrn_scan): gates (T, B, D*G*H) -> out (T, B, D*H), h_last (D, B, H)."""
+    return _kernels(backend).scan_forward(
+        gates.contiguous(), None if h0 is None else h0.contiguous(), lengths,
+        num_directions, reverse, tanh, output_gate)
+
+
 @torch.library.custom_op("lrn::scan", mutates_args=())
 def scan(
     gates: Tensor, h0: Tensor | None, lengths: Tensor | None, num_directions: int,
     reverse: bool, tanh: bool, output_gate: bool, backend: str,
 ) -> tuple[Tensor, Tensor]:
     """Forward recurrence: gates (T, B, D*G*H) -> out (T, B, D*H), h_last (D, B, H)."""
-    return _kernels(backend).scan_forward(
-        gates.contiguous(), None if h0 is None else h0.contiguous(), lengths,
-        num_directions, reverse, tanh, output_gate)
+    return scan_forward(gates, h0, lengths, num_directions, reverse, tanh, output_gate, backend)
 
 
 @scan.register_fake

@@ -48,10 +48,16 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b if want_b else None
 
 
+# Below this many rows oneDNN's per-call set-up costs more than MKL's whole product
+# (measured for a (1, 256) x (256, 768) product: 23.8 us against 10.6 us; level at 4 rows).
+_ONEDNN_MIN_ROWS = 4
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear, through oneDNN for float32 CPU tensors in eager mode."""
+    """F.linear, through oneDNN for float32 CPU tensors of at least 4 rows in eager mode."""
     if (not _ONEDNN or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.dim() < 2 or x.numel() == 0 or torch.compiler.is_compiling()):
+            or x.dim() < 2 or x.numel() == 0 or x.numel() < _ONEDNN_MIN_ROWS * x.shape[-1]
+            or torch.compiler.is_compiling()):
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     return _OneDNNLinear.apply(flat, weight.contiguous(), bias).view(*x.shape[:-1], weight.shape[0])
