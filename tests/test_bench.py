@@ -131,3 +131,20 @@ def test_targets_hand_worked():
     # Shape-specific targets apply only at their shapes; the memory target everywhere.
     result.update(B=4)
     assert [t["what"] for t in evaluate_targets(report)] == ["train memory / nn.GRU"]
+
+
+def test_cell_step_script_reports_every_cell():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "cell_step.py"
+    spec = importlib.util.spec_from_file_location("cell_step", path)
+    cell_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cell_step)
+    report = cell_step.run([1, 3], 8, rounds=2, calls=2)
+    assert {(r["B"], r["cell"]) for r in report["results"]} == {
+        (B, c) for B in (1, 3) for c in cell_step.CELLS}
+    assert all(len(r["samples_us"]) == 2 and r["min_us"] <= r["median_us"] for r in report["results"])
+    table = cell_step.markdown(report)
+    assert table.count("\n| 1 | ") == 1 and table.count("\n| 3 | ") == 1
+    assert "(1.00)" in table  # the GRUCell column is its own baseline
