@@ -48,3 +48,44 @@ def test_fewer_than_four_rows_use_f_linear():
     large = linear_mod.linear(torch.randn(4, 7), w)  # (its output is a view of oneDNN's)
     assert type(small.grad_fn).__name__ == "MmBackward0"
     assert type(large.grad_fn.next_functions[0][0]).__name__ == "_OneDNNLinearBackward"
+
+
+@pytest.mark.skipif(not linear_mod._BACKED_BUFFERS, reason="this torch build cannot expose oneDNN memory")
+def test_onednn_backed_buffer_is_read_without_a_copy():
+    import gc
+
+    buffer = linear_mod.onednn_backed_empty(3, 2, 5)
+    buffer.copy_(torch.arange(30.0).view(3, 2, 5))
+    flat = buffer.view(6, 5)  # as the projection's backward sees it
+    owner = linear_mod._as_onednn(flat)
+    assert owner.is_mkldnn and linear_mod._as_onednn(flat) is owner  # the owner, not a copy
+    torch.testing.assert_close(owner.to_dense(), flat, rtol=0, atol=0)
+    flat[1, 2] = -7.0  # one memory: writes show through
+    assert owner.to_dense()[1, 2] == -7.0
+    # Anything that is not exactly the buffer is copied.
+    assert linear_mod._as_onednn(flat[:3]) is not owner
+    assert linear_mod._as_onednn(flat.clone()) is not owner
+    address = flat.data_ptr()
+    del buffer, flat, owner
+    gc.collect()
+    assert address not in linear_mod._OWNERS  # forgotten with its owner
+
+
+@pytest.mark.skipif(not linear_mod._BACKED_BUFFERS, reason="this torch build cannot expose oneDNN memory")
+def test_gradients_through_a_backed_gate_gradient_match_f_linear(monkeypatch):
+    # The LRN kernels' backward hands the projection a oneDNN-backed gate gradient.
+    x = torch.randn(7, 4, requires_grad=True)
+    w = torch.randn(9, 4, requires_grad=True)
+    b = torch.randn(9, requires_grad=True)
+    g = linear_mod.onednn_backed_empty(7, 9)
+    g.copy_(torch.randn(7, 9))
+    copied = []
+    to_mkldnn = torch.Tensor.to_mkldnn
+    monkeypatch.setattr(torch.Tensor, "to_mkldnn",
+                        lambda self, *a: copied.append(tuple(self.shape)) or to_mkldnn(self, *a))
+    grads = torch.autograd.grad(linear_mod.linear(x, w, b), (x, w, b), g)
+    monkeypatch.undo()
+    assert (7, 4) in copied and (7, 9) not in copied  # x is copied, the gradient is not
+    ref_grads = torch.autograd.grad(F.linear(x, w, b), (x, w, b), g.clone())
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
