@@ -39,7 +39,7 @@ from tqdm import tqdm
 import lrn
 from lrn.allocator import freed_memory_kept, glibc
 from lrn.functional import lrn_scan, resolve_backend
-from lrn.ops.linear import linear
+from lrn.ops.linear import linear, onednn_backed_empty
 
 Shape = tuple[int, int, int]  # (B, T, H)
 
@@ -215,6 +215,10 @@ def _lrn_parts(B: int, T: int, H: int, x: torch.Tensor, backends: list[str]) -> 
     weight = (torch.randn(3 * H, H, device=x.device, dtype=x.dtype) / H**0.5).requires_grad_()
     bias = torch.zeros(3 * H, device=x.device, dtype=x.dtype, requires_grad=True)
     grad_gates = torch.randn(T, B, 3 * H, device=x.device, dtype=x.dtype)
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        # In the layer the recurrence's backward writes this gradient into oneDNN-owned
+        # memory, which the projection's backward reads without a copy: time the same.
+        grad_gates = onednn_backed_empty(T, B, 3 * H).copy_(grad_gates)
     with torch.no_grad():
         gates = F.linear(x, weight, bias).requires_grad_()  # (T, B, 3H), realistic values
     grad_out = torch.randn(T, B, H, device=x.device, dtype=x.dtype)
