@@ -118,6 +118,15 @@ def _work_item(item, bounds, n_chunks, chunk, hidden):
     return d, bounds[s], bounds[s + 1], h_lo, min(hidden, h_lo + chunk)
 
 
+@njit(inline="always")
+def _previous_row(initial, out, d, b, t, n, backwards, h_lo, h_hi, y_lo):
+    """h_{t-1} of sequence b in processing order: the output of the previous processed step,
+    or the initial state (D, B, H) for its first step (t = 0, or t = n - 1 when reversed)."""
+    if t == (n - 1 if backwards else 0):
+        return initial[d, b, h_lo:h_hi]
+    return out[t + 1 if backwards else t - 1, b, y_lo:y_lo + h_hi - h_lo]
+
+
 def _build_forward(use_tanh: bool, output_gate: bool):
     """Forward kernel with the flags as compile-time constants (runtime flags would leave
     branches in the inner loop and LLVM then vectorises only one variant, or none)."""
@@ -145,11 +154,7 @@ def _build_forward(use_tanh: bool, output_gate: bool):
                     n = lengths[b]
                     if t >= n:
                         continue
-                    # previous state: the output of the previous processed step, or h0
-                    if t == (n - 1 if backwards else 0):
-                        hp_row = state[d, b, h_lo:h_hi]
-                    else:
-                        hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
+                    hp_row = _previous_row(state, out, d, b, t, n, backwards, h_lo, h_hi, y_lo)
                     g = gates[t, b]
                     q = g[q_lo:q_lo + width]
                     k = g[q_lo + H:q_lo + H + width]
@@ -202,10 +207,7 @@ def _build_backward(use_tanh: bool, output_gate: bool):
                     n = lengths[b]
                     if t >= n:
                         continue
-                    if t == (n - 1 if backwards else 0):
-                        hp_row = h0[d, b, h_lo:h_hi]
-                    else:
-                        hp_row = out[t + 1 if backwards else t - 1, b, y_lo:y_lo + width]
+                    hp_row = _previous_row(h0, out, d, b, t, n, backwards, h_lo, h_hi, y_lo)
                     # gradient w.r.t. the state after the current step
                     dh = dstate[d, b, h_lo:h_hi]
                     g = gates[t, b]

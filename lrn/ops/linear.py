@@ -39,7 +39,7 @@ def onednn_backed_empty(*shape: int) -> Tensor:
     which ``_as_onednn`` then returns without a copy; a plain ``torch.empty`` where this
     torch build cannot do it.  The returned tensor keeps its oneDNN owner alive."""
     if not _BACKED_BUFFERS or math.prod(shape) == 0:
-        return torch.empty(*shape)
+        return torch.empty(*shape, dtype=torch.float32)
     cols = shape[-1]
     owner = torch.empty((math.prod(shape) // cols, cols), layout=torch._mkldnn)
     address = torch.ops.mkldnn.data_ptr(owner)
