@@ -34,6 +34,20 @@ def test_plateau_divides_after_patience_bad_evaluations():
     assert opt.lr_at(0) == 0.5
 
 
+def test_plateau_with_patience_zero_is_refused():
+    from lrn.train.optim import check_config
+
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        check_config({"lr": 1.0, "lr_schedule": "plateau", "patience": 0})
+
+
+def test_epoch_decay_halves_from_the_start_epoch_on():
+    opt = make(lr_schedule="epoch_decay", decay_start_epoch=4, decay_factor=0.5)
+    # Zaremba et al.: lr 1 for epochs 1-4, then halved each epoch
+    assert [opt.lr_at(0, epoch) for epoch in range(7)] == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+    assert opt.lr_at(10_000, 2) == 1.0  # the step does not matter
+
+
 def test_nt_asgd_switches_when_validation_stops_improving():
     opt = make(optimizer="nt-asgd", nonmono=2)
     for value in (5.0, 4.0, 3.0, 3.5):  # 3.5 is compared with min(5.0) = 5.0: no switch

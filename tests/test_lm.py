@@ -12,7 +12,9 @@ import torch
 from lrn.paths import shared_data_dir
 from lrn.tasks import get_task
 from lrn.tasks.base import DataError
-from lrn.tasks.lm import PAPER, RNNLM, batchify, find_split_files, generate_from_run, read_tokens
+from lrn.tasks.lm import (ANCHOR_PUBLISHED, PAPER, PRESETS, RNNLM, batchify, find_split_files, generate_from_run,
+                          read_tokens)
+from lrn.tasks.text import log_unigram
 from lrn.train import train
 from lrn.train.config import resolve_config
 
@@ -98,7 +100,7 @@ def test_paper_presets_are_the_authors_settings(tmp_path):
         batch_size=12, lr=10.0, optimizer="nt-asgd")
     wt2 = resolve_config(task, "paper", write_corpus(tmp_path / "w", "wiki.{}.tokens"), None, 1882)
     assert (wt2["emsize"], wt2["nhid"], wt2["nhidlast"], wt2["lr"]) == (300, 1150, 650, 15.0)
-    model = RNNLM("lrn", 10000, {**PAPER["ptb"], "layer_norm": False})
+    model = RNNLM("lrn", 10000, {**PAPER["ptb"], "layer_norm": False}, torch.zeros(10000))
     # Embedding 10000x280 (tied), LRN layers 280->960->960->620, MoS latent and prior, decoder bias.
     lrn = 3 * 960 * 281 + 3 * 960 * 961 + 3 * 620 * 961
     mos = 620 * 15 * 280 + 15 * 280 + 620 * 15
@@ -108,7 +110,7 @@ def test_paper_presets_are_the_authors_settings(tmp_path):
 @pytest.mark.parametrize("cell", ["lrn", "lstm"])
 def test_mixture_of_softmaxes_gives_normalised_probabilities(cell):
     config = {**PAPER["ptb"], "emsize": 8, "nhid": 12, "nhidlast": 10, "n_experts": 3, "layer_norm": False}
-    model = RNNLM(cell, 50, config).eval()
+    model = RNNLM(cell, 50, config, torch.zeros(50)).eval()
     inputs = torch.randint(0, 50, (5, 2))
     output, _, hidden = model.encode(inputs, None)
     log_probs = model.log_probs(output)
@@ -126,7 +128,7 @@ def test_weight_drop_changes_training_outputs_only():
               "dropouth": 0.0, "dropouti": 0.0, "dropoute": 0.0, "dropoutl": 0.0, "nlayers": 1,
               "wdrop": 0.5, "layer_norm": False}
     for cell in ("lrn", "lstm"):
-        model = RNNLM(cell, 20, config)
+        model = RNNLM(cell, 20, config, torch.zeros(20))
         x = torch.randint(0, 20, (4, 3))
         model.eval()
         a, b = model.encode(x, None)[0], model.encode(x, None)[0]
@@ -138,13 +140,66 @@ def test_weight_drop_changes_training_outputs_only():
         assert model.rnns[0].rnn.weight_ih_l0.grad is not None
 
 
+@pytest.mark.parametrize("preset", ["small", "anchor"])
+@pytest.mark.parametrize("cell", ["gru", "lrn"])
+def test_softmax_starts_at_the_unigram_distribution(preset, cell):
+    unigram = log_unigram(torch.tensor([0, 0, 0, 1, 2, 2, 5]), 30)
+    config = {**PRESETS[preset], "emsize": 8, "nhid": 8, "nhidlast": 8, "layer_norm": False}
+    model = RNNLM(cell, 30, config, unigram)
+    assert torch.equal(model.decoder.bias.detach(), unigram)
+    # With the hidden state's contribution removed, the model predicts the unigram.
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+    output, _, _ = model.encode(torch.randint(0, 30, (3, 2)), None)
+    torch.testing.assert_close(model.log_probs(output), unigram.log_softmax(-1).expand(3, 2, 30))
+
+
+def test_anchor_preset_is_refused_off_ptb(tmp_path):
+    with pytest.raises(ValueError, match="no 'anchor' preset for wikitext-2: .* PTB only"):
+        get_task("lm").config("anchor", write_corpus(tmp_path / "w", "wiki.{}.tokens"))
+
+
+def test_anchor_preset_is_zarembas_small_lstm():
+    config = {**PRESETS["anchor"], "layer_norm": False}
+    assert {k: config[k] for k in ("nlayers", "nhid", "bptt", "batch_size", "max_epochs", "decay_start_epoch",
+                                   "decay_factor", "dropout", "optimizer")} == dict(
+        nlayers=2, nhid=200, bptt=20, batch_size=20, max_epochs=13, decay_start_epoch=4, decay_factor=0.5,
+        dropout=0.0, optimizer="sgd")
+    # lr 1 and clip 5 on a loss summed over 20 steps = lr 20 and clip 0.25 on our per-token mean
+    assert (config["lr"], config["clip"]) == (20.0, 0.25)
+    model = RNNLM("lstm", 10000, config, torch.zeros(10000))
+    # untied: embedding 10000x200, two 200->200 LSTMs (two biases each), softmax 200x10000 + bias
+    lstms = 2 * (4 * 200 * 400 + 8 * 200)
+    assert sum(p.numel() for p in model.parameters()) == 10000 * 200 + lstms + 200 * 10000 + 10000
+    assert model.decoder.weight is not model.embedding.weight
+    weights = [p for n, p in model.named_parameters() if n != "decoder.bias"]
+    assert all(float(p.detach().abs().max()) <= 0.1 for p in weights)
+    assert ANCHOR_PUBLISHED["ptb"]["test ppl"] == 114.5
+
+
+def test_linear_head_refuses_experts_and_mismatched_tying():
+    config = {**PRESETS["anchor"], "layer_norm": False}
+    with pytest.raises(ValueError, match="n_experts=1"):
+        RNNLM("lrn", 20, {**config, "n_experts": 2}, torch.zeros(20))
+    with pytest.raises(ValueError, match="tie_weights"):
+        RNNLM("lrn", 20, {**config, "tie_weights": True, "nhidlast": 10}, torch.zeros(20))
+    with pytest.raises(ValueError, match="'head'"):
+        RNNLM("lrn", 20, {**config, "head": "big"}, torch.zeros(20))
+
+
 # -------------------------------------------------------------- training
 def test_tiny_preset_learns_on_ptb(tmp_path):
-    results = train("lm", ptb_dir(), "lrn", preset="tiny", out_dir=tmp_path / "r", progress=False)
+    results = train("lm", ptb_dir(), "lrn", preset="tiny", out_dir=tmp_path / "r", max_steps=120, progress=False)
     losses = json.loads((tmp_path / "r" / "log.json").read_text())["train_loss"]
-    assert len(losses) == 40
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0  # from ~9.2 (uniform) down
-    assert results["metrics"]["test"]["ppl"] < 10000 / 4  # far better than uniform
+    assert len(losses) == 120
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.2
+    # The softmax starts at the unigram distribution; the context must take it below that.
+    task = get_task("lm")
+    config = resolve_config(task, "tiny", ptb_dir(), None, 0)
+    data = task.load_data(ptb_dir(), config)
+    test = data.test[:config["eval_tokens"]]
+    unigram_ppl = math.exp(float(-log_unigram(data.train, len(data.vocab))[test].mean()))
+    assert results["metrics"]["test"]["ppl"] < 0.97 * unigram_ppl
     assert math.isclose(math.log(results["metrics"]["test"]["ppl"]), results["metrics"]["test"]["loss"])
     text = generate_from_run(tmp_path / "r", 20, seed=1)
     assert len(text.split()) + text.count("\n") >= 15

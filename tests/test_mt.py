@@ -150,6 +150,26 @@ def test_task_trains_evaluates_and_reloads_vocab(tmp_path):
     assert len(out) == 6 and all(min(o, default=4) >= 4 for o in out)
 
 
+def test_decoder_softmax_starts_at_the_target_unigram(tmp_path):
+    data_dir = write_corpus(tmp_path)
+    task = MTTask()
+    config = dict(task.config("tiny", data_dir), train_subset=0, bpe_vocab_size=150, seed=0)
+    data = task.load_data(data_dir, config)
+    model = task.build_model(config, data, "gru")
+    V = data.tokenizer.get_vocab_size()
+    counts = torch.zeros(V)
+    for batch in task.train_batches(data, config, epoch=0):  # every target the loss sees
+        counts += torch.bincount(batch.tgt_out[batch.tgt_out != 0], minlength=V)
+    expected = (counts.clamp_min(0.5) / counts.clamp_min(0.5).sum()).log()
+    torch.testing.assert_close(model.out_bias.detach(), expected)
+    assert int(counts[SPECIALS.index("</s>")]) == len(data.splits["train"].tgt)
+
+
+def test_unknown_and_anchor_presets_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(ValueError, match="no 'anchor' preset: the LRN paper's WMT14"):
+        MTTask().config("anchor", tmp_path)
+
+
 def test_train_batches_shard_and_depend_on_epoch(tmp_path):
     data_dir = write_corpus(tmp_path, n_repeat=8)
     task = MTTask()

@@ -3,7 +3,7 @@ import torch
 
 from lrn.tasks.base import DataError
 from lrn.tasks.text import (CharEncoder, Vocab, char_ids, length_buckets, load_glove,
-                            make_rnn_from_spec, pad_batch, pad_chars, tokenize)
+                            log_unigram, make_rnn_from_spec, pad_batch, pad_chars, tokenize)
 
 
 def test_vocab_order_specials_unknown_and_roundtrip():
@@ -103,3 +103,9 @@ def test_load_glove_values_fallback_and_errors(tmp_path):
         load_glove(bad_num, vocab, 3)
     with pytest.raises(DataError, match="not found"):
         load_glove(tmp_path / "missing.txt", vocab, 3)
+
+
+def test_log_unigram_on_a_hand_worked_case():
+    # counts 2, 1, 0 (counted as 1/2), 1 over a total of 4.5
+    got = log_unigram(torch.tensor([0, 0, 1, 3]), 4)
+    torch.testing.assert_close(got, torch.tensor([2 / 4.5, 1 / 4.5, 0.5 / 4.5, 1 / 4.5]).log())

@@ -50,7 +50,7 @@ class Task(ABC):
 
     @abstractmethod
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
-        """Every hyper-parameter of ``preset`` ('tiny' | 'small' | 'paper') for this data."""
+        """Every hyper-parameter of ``preset`` ('tiny' | 'small' | 'anchor' | 'paper') for this data."""
 
     @abstractmethod
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> Any:
@@ -102,8 +102,13 @@ class Task(ABC):
         return 1.0
 
 
-def preset_config(task: str, presets: dict[str, dict[str, Any]], preset: str, **extra: Any) -> dict[str, Any]:
-    """A copy of ``presets[preset]`` updated with ``extra``; a clear error for an unknown name."""
+def preset_config(task: str, presets: dict[str, dict[str, Any]], preset: str, *, no_anchor: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """A copy of ``presets[preset]`` updated with ``extra``; a clear error for an unknown name.
+    ``no_anchor`` says why the task has no 'anchor' preset (a published baseline
+    configuration reachable on this data and hardware)."""
+    if preset == "anchor" and preset not in presets and no_anchor:
+        raise ValueError(f"{task}: no 'anchor' preset: {no_anchor}")
     if preset not in presets:
         raise ValueError(f"{task}: unknown preset {preset!r} (choose from {sorted(presets)})")
     return dict(presets[preset], **extra)

@@ -8,7 +8,8 @@ cells), as in the authors' ``deepnmt``.
 Decoder: the first recurrent layer reads the target embeddings; its output
 queries the source (dot-product attention over projected encoder states); the
 higher layers read ``[x; context]``.  A tanh readout of ``[x_top; context]``
-feeds a softmax tied to the target embeddings.
+feeds a softmax tied to the target embeddings, whose bias starts at the
+target unigram log-frequencies.
 
 One difference from the authors' model, deliberate: their first decoder layer
 attends *inside* the recurrence (a conditional GRU), which forces a Python loop
@@ -76,7 +77,7 @@ class ResidualStack(nn.Module):
 class Seq2Seq(nn.Module):
     def __init__(self, cell: str, cell_kwargs: dict[str, Any], vocab_size: int, *,
                  embed_size: int, hidden_size: int, encoder_layers: int, decoder_layers: int,
-                 dropout: float, layer_norm: bool, pad_id: int):
+                 dropout: float, layer_norm: bool, pad_id: int, out_bias: Tensor | None = None):
         super().__init__()
         if encoder_layers < 1 or decoder_layers < 1:
             raise ValueError(f"encoder_layers and decoder_layers must be >= 1, "
@@ -92,7 +93,11 @@ class Seq2Seq(nn.Module):
                                      hidden_size, dropout, layer_norm, bidirectional_first=False)
         self.key_proj = nn.Linear(E, E, bias=False)
         self.readout = nn.Linear(2 * E, E)
-        self.out_bias = nn.Parameter(torch.zeros(vocab_size))
+        # The softmax starts at the target unigram (``out_bias``: the training split's log
+        # frequencies, see lrn.tasks.text.log_unigram).  From zero, Adam's first steps pull
+        # every context toward the unigram through the recurrent weights and the tanh
+        # readout, which saturates nn.GRU/nn.LSTM (lrn.tasks.lm.RNNLM has the measurements).
+        self.out_bias = nn.Parameter(torch.zeros(vocab_size) if out_bias is None else out_bias.clone())
         self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.src_embed.weight, std=E ** -0.5)
         nn.init.normal_(self.tgt_embed.weight, std=E ** -0.5)

@@ -218,6 +218,9 @@ class NERData:
     singletons: set[int]  # word ids seen once in train (randomly replaced by <unk>)
 
 
+#: why no published baseline is reproduced here (see preset_config)
+NO_ANCHOR = ("not implemented yet: the candidate is Ma & Hovy (2016), BiLSTM-CNN-CRF with random embeddings, "
+             "80.76 F1, whose 50 epochs of SGD do not fit the 40-minute CPU budget as published")
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(word_dim=16, char_dim=8, char_out=16, hidden_size=16, fc_dim=16, num_layers=1,
                  dropout=0.1, batch_size=8, lr=5e-3, optimizer="adam", clip=5.0,
@@ -243,7 +246,7 @@ class NERTask(Task):
     higher_is_better = True
 
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
-        return preset_config(self.name, PRESETS, preset, layer_norm=False, seed=0)
+        return preset_config(self.name, PRESETS, preset, no_anchor=NO_ANCHOR, layer_norm=False, seed=0)
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> NERData:
         if data_dir is None:  # a trained run used for prediction only

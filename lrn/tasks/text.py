@@ -121,6 +121,14 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return out, lengths
 
 
+def log_unigram(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(V,) log relative frequency of each id in ``ids``; an id never seen counts 1/2 (its
+    log stays finite).  A softmax over a vocabulary starts from this as its bias: see
+    lrn.tasks.lm.RNNLM for why."""
+    counts = torch.bincount(ids, minlength=vocab_size).double().clamp_min(0.5)
+    return (counts / counts.sum()).log().float()
+
+
 def length_buckets(lengths: Sequence[int], batch_size: int, *, shuffle: bool,
                    seed: int = 0, pool: int = 50) -> list[list[int]]:
     """Batches of example indices with similar lengths, so little padding is computed.

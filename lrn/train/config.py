@@ -8,13 +8,13 @@ from typing import Any
 
 from lrn.tasks.base import Task
 
-PRESETS = ("tiny", "small", "paper")
+PRESETS = ("tiny", "small", "anchor", "paper")
 
 #: keys the engine itself reads; they may be set even when a preset leaves them out
 ENGINE_KEYS = frozenset({
     "seed", "max_steps", "max_epochs", "eval_every", "batch_size", "lr", "optimizer",
     "momentum", "weight_decay", "clip", "lr_schedule", "warmup_steps", "decay_factor",
-    "patience", "nonmono", "amp", "rho", "eps",
+    "patience", "nonmono", "amp", "rho", "eps", "decay_start_epoch",
 })
 
 ENGINE_DEFAULTS: dict[str, Any] = {

@@ -210,7 +210,7 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> float:
         started = time.perf_counter()
-        self.opt.set_lr(self.opt.lr_at(self.step) * self.task.lr_scale(batch))
+        self.opt.set_lr(self.opt.lr_at(self.step, self.epoch) * self.task.lr_scale(batch))
         self.ddp_model.train()
         with self._autocast():
             loss, items = self.task.loss(self.ddp_model, batch, self.d.device)

@@ -1,8 +1,11 @@
 """Optimisers and learning-rate schedules, both checkpointable.
 
 Config keys read here: optimizer ("sgd" | "adam" | "adadelta" | "asgd" | "nt-asgd"), lr,
-weight_decay, momentum (sgd), rho and eps (adadelta, the optimiser of the authors' R-Net), lr_schedule ("constant" | "linear" | "cosine" | "plateau"), warmup_steps,
-max_steps, decay_factor and patience (plateau), nonmono (nt-asgd).
+weight_decay, momentum (sgd), rho and eps (adadelta, the optimiser of the authors' R-Net),
+lr_schedule ("constant" | "linear" | "cosine" | "plateau" | "epoch_decay"), warmup_steps,
+max_steps, decay_factor and patience (plateau), decay_factor and decay_start_epoch
+(epoch_decay: the lr is multiplied by decay_factor at the end of every epoch from epoch
+decay_start_epoch on, as in Zaremba et al. 2014), nonmono (nt-asgd).
 
 "nt-asgd" is the non-monotonically triggered ASGD of Merity et al. (2018) used by the
 LRN authors' language models: plain SGD until the validation metric has not improved
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "asgd", "nt-asgd")
-SCHEDULES = ("constant", "linear", "cosine", "plateau")
+SCHEDULES = ("constant", "linear", "cosine", "plateau", "epoch_decay")
 
 
 def build_optimizer(kind: str, params, config: dict[str, Any]) -> torch.optim.Optimizer:
@@ -46,6 +49,10 @@ def check_config(config: dict[str, Any]) -> None:
         raise ValueError(f"config lr_schedule must be one of {SCHEDULES}, got {config['lr_schedule']!r}")
     if config.get("lr_schedule") in ("linear", "cosine") and not config.get("max_steps"):
         raise ValueError(f"lr_schedule {config['lr_schedule']!r} decays to 0 at max_steps: set max_steps")
+    if config.get("lr_schedule") == "plateau" and int(config.get("patience", 1)) < 1:
+        # patience 0 cuts the lr at the first validation that does not improve, which locks
+        # an early stall in for good
+        raise ValueError(f"config patience must be >= 1 for the plateau schedule, got {config['patience']!r}")
     if not float(config.get("lr", 0)) > 0:
         raise ValueError(f"config lr must be positive, got {config.get('lr')!r}")
 
@@ -65,13 +72,16 @@ class Optimization:
         self.history: list[float] = []  # validation metrics, lower is better (sign-adjusted)
 
     # ----------------------------------------------------------------- lr
-    def lr_at(self, step: int) -> float:
-        """Learning rate for optimiser step ``step`` (0-based)."""
+    def lr_at(self, step: int, epoch: int = 0) -> float:
+        """Learning rate for optimiser step ``step`` of epoch ``epoch`` (both 0-based)."""
         base = float(self.config["lr"]) * self.plateau_factor
         warmup = int(self.config.get("warmup_steps", 0))
         if step < warmup:
             return base * (step + 1) / warmup
         kind = self.config.get("lr_schedule", "constant")
+        if kind == "epoch_decay":
+            decays = max(0, epoch + 1 - int(self.config["decay_start_epoch"]))
+            return base * float(self.config["decay_factor"]) ** decays
         total = self.config.get("max_steps")
         if kind in ("linear", "cosine") and total:
             progress = min(1.0, (step - warmup) / max(1, int(total) - warmup))
@@ -90,7 +100,7 @@ class Optimization:
         if self.config.get("lr_schedule") == "plateau":
             if self.history and loss_like >= min(self.history):
                 self.bad_evals += 1
-                if self.bad_evals >= int(self.config.get("patience", 0)) + 1:
+                if self.bad_evals >= int(self.config.get("patience", 1)) + 1:
                     self.plateau_factor *= float(self.config.get("decay_factor", 0.25))
                     self.bad_evals = 0
             else:
