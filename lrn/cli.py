@@ -37,14 +37,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="lm, ner, nli, doc, mt, rc or adding")
     p.add_argument("--data", help="dataset directory (not needed by the generated adding task)")
     p.add_argument("--preset", default="small", choices=PRESETS,
-                   help="tiny: seconds (CI); small: minutes on 2 CPU cores; paper: the authors' settings")
+                   help="tiny: seconds (CI); small: minutes on 2 CPU cores; anchor: a published baseline's "
+                        "configuration (lm on PTB: Zaremba et al. 2014); paper: the authors' settings")
     p.add_argument("--layer-norm", action="store_true", help="layer normalisation in the recurrent cells")
     p.add_argument("--embeddings", metavar="FILE",
                    help="GloVe-format text file to initialise word embeddings (ner, nli, doc, rc)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    p.add_argument("--max-minutes", type=float,
-                   help="stop after this much time in training steps (validation not counted)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting of the preset (repeatable), e.g. --set lr=0.5")
@@ -75,15 +73,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lrn.train import compare, markdown_table
+    from lrn.compare import compare, markdown_tables
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     summary = compare(args.task, args.data, cells, out_dir=args.out, preset=args.preset,
-                      overrides=_overrides(args), device=args.device, seed=args.seed,
-                      max_steps=args.max_steps, max_minutes=args.max_minutes,
-                      progress=not args.no_progress)
+                      overrides=_overrides(args), device=args.device, seeds=seeds,
+                      max_steps=args.max_steps, speed_steps=args.speed_steps, progress=not args.no_progress)
     if _main_process():
-        print(markdown_table(summary), end="")
+        print(markdown_tables(summary), end="")
     return 0
 
 
@@ -162,14 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one cell on one task")
     _add_run_options(p)
     p.add_argument("--cell", help=CELL_HELP)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after this much time in training steps (validation not counted)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (checkpoints, results.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compare", help="train several cells with identical settings; paper-style table")
+    p = sub.add_parser("compare", help="several cells and seeds at equal steps, speed measured apart, "
+                                       "time-to-quality; tables and plots")
     _add_run_options(p)
     p.add_argument("--cells", required=True, help="comma-separated cell specs, e.g. lstm,gru,atr,sru,lrn")
-    p.add_argument("--out", required=True, metavar="DIR", help="one run directory per cell, compare.md/.json")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--speed-steps", type=int, default=30,
+                   help="training steps timed per cell, interleaved, after training (0: none; default 30)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="OUT/seed<S>/<cell>/ run directories; compare.md/.json, speed.json, PNG plots")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint")

@@ -30,9 +30,10 @@ def test_every_ablation_trains_and_is_what_it_says(task, make_data, tmp_path):
     make_data(tmp_path)
     out = tmp_path / "compare"
     assert main(["compare", task, "--data", str(tmp_path), "--preset", "tiny", "--max-steps", "2",
-                 "--cells", ",".join(ABLATIONS), "--out", str(out), "--no-progress"]) == 0
+                 "--cells", ",".join(ABLATIONS), "--speed-steps", "2", "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "compare.json").read_text())
     assert [r["cell"] for r in summary["runs"]] == ABLATIONS
+    assert list(summary["speed"]["per_cell"]) == ABLATIONS  # each variant timed in the task's model
     for run in summary["runs"]:
         assert all(math.isfinite(v) for v in run["metrics"]["test"].values())
     params = {r["cell"]: r["params"] for r in summary["runs"]}
@@ -40,7 +41,7 @@ def test_every_ablation_trains_and_is_what_it_says(task, make_data, tmp_path):
     assert params["olrn"] > params["lrn"] and params["lrn:layer_norm=true"] > params["lrn"]
     layers = {}
     for cell in ABLATIONS:
-        model = load_run(out / cell.replace(":", "-")).model
+        model = load_run(out / "seed0" / cell.replace(":", "-")).model
         layers[cell] = next(m for m in model.modules() if type(m).__name__ == "LRN")
     assert layers["lrn:activation=identity"].activation == "identity"
     assert layers["lrn:layer_norm=true"].layer_norm and not layers["lrn"].layer_norm

@@ -31,14 +31,29 @@ def test_train_eval_and_compare(tmp_path, capsys):
     assert shown["valid"]["mse"] == pytest.approx(results["metrics"]["valid"]["mse"], rel=1e-6)
 
     out = tmp_path / "cmp"
-    assert cli.main(["compare", "adding", "--cells", "lrn,gru", "--max-steps", "3", "--out", str(out), *TINY]) == 0
+    argv = ["compare", "adding", "--cells", "lrn,gru", "--seeds", "0,1", "--max-steps", "3", "--speed-steps", "4",
+            "--out", str(out), *TINY]
+    assert cli.main(argv) == 0
     table = (out / "compare.md").read_text()
-    assert table.startswith("| Model | #Params | test mse |")
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["lrn", "gru"]
+    assert "| Model | #Params | test mse | valid mse | steps | seeds |" in table
     summary = json.loads((out / "compare.json").read_text())
-    assert [r["cell"] for r in summary["runs"]] == ["lrn", "gru"]
-    assert summary["runs"][0]["config"] == {**summary["runs"][1]["config"]}  # identical settings
-    assert (out / "lrn" / "results.json").is_file() and (out / "gru" / "results.json").is_file()
+    assert [(r["cell"], r["config"]["seed"]) for r in summary["runs"]] == [("lrn", 0), ("gru", 0), ("lrn", 1), ("gru", 1)]
+    for seed in (0, 1):
+        assert (out / f"seed{seed}" / "lrn" / "results.json").is_file()
+    # quality: mean ± std over the two seeds, every run at the same steps
+    lrn_row = summary["cells"][0]
+    values = [r["metrics"]["test"]["mse"] for r in summary["runs"] if r["cell"] == "lrn"]
+    assert lrn_row["test"]["mse"]["values"] == values and lrn_row["steps"] == [3]
+    assert lrn_row["test"]["mse"]["mean"] == pytest.approx(sum(values) / 2)
+    assert lrn_row["test"]["mse"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    # speed apart: interleaved rounds, a median per cell
+    speed = summary["speed"]["per_cell"]
+    assert set(speed) == {"lrn", "gru"} and all(s["n"] >= 4 and s["median_s"] > 0 for s in speed.values())
+    assert (out / "speed.json").is_file() and (out / "curves.png").is_file() and (out / "time_to_quality.png").is_file()
+    ttq = summary["time_to_quality"]
+    assert ttq["reference"] == "lrn" and [r["cell"] for r in ttq["cells"]] == ["lrn", "gru"]
+    ref = ttq["cells"][0]
+    assert ref["reached"] >= 1 and ref["seconds"] == pytest.approx(ref["steps"] * speed["lrn"]["median_s"])
 
 
 def _error(capsys, argv) -> str:
@@ -99,25 +114,47 @@ def test_generate_refuses_a_run_of_another_task(tmp_path, capsys):
 
 def test_compare_reuses_finished_runs_with_the_same_settings(tmp_path, capsys):
     out = tmp_path / "cmp"
-    argv = ["compare", "adding", "--max-steps", "2", "--out", str(out), *TINY]
+    argv = ["compare", "adding", "--max-steps", "2", "--speed-steps", "0", "--out", str(out), *TINY]
     assert cli.main([*argv, "--cells", "lrn"]) == 0
-    first = json.loads((out / "lrn" / "results.json").read_text())
+    first = json.loads((out / "seed0" / "lrn" / "results.json").read_text())
     capsys.readouterr()
     assert cli.main([*argv, "--cells", "lrn,atr"]) == 0  # lrn reused, atr trained
-    assert "adding lrn: reusing the finished run" in capsys.readouterr().out
+    assert "adding lrn seed 0: reusing the finished run" in capsys.readouterr().out
     summary = json.loads((out / "compare.json").read_text())
-    assert summary["runs"][0] == first and summary["runs"][1]["cell"] == "atr"
-    err = _error(capsys, ["compare", "adding", "--max-steps", "3", "--out", str(out), *TINY, "--cells", "lrn"])
+    assert summary["runs"][0] == first and summary["runs"][1]["cell"] == "atr" and summary["speed"] is None
+    err = _error(capsys, ["compare", "adding", "--max-steps", "3", "--speed-steps", "0", "--out", str(out), *TINY,
+                          "--cells", "lrn"])
     assert "holds a finished run with other settings" in err
+    err = _error(capsys, [*argv, "--cells", "lrn", "--seeds", "0,x"])
+    assert "--seeds expects comma-separated integers" in err
+    err = _error(capsys, [*argv, "--cells", "lrn", "--seeds", "1,1"])
+    assert "--seeds: give distinct non-negative seeds" in err
 
 
-def test_compare_table_shows_the_tasks_further_columns():
-    from lrn.train.compare import markdown_table
+def test_compare_tables_show_mean_std_speed_and_time_to_quality():
+    from lrn.compare import markdown_tables, summarise
 
-    run = {"cell": "lrn", "params": 1500, "steps": 7, "time_per_batch_s": 0.25,
-           "metrics": {"valid": {"bleu": 30.0}, "test": {"bleu": 31.25, "decode_ms_per_sent": 4.5}}}
-    table = markdown_table({"metric": "bleu", "columns": ["decode_ms_per_sent"], "runs": [run]})
-    assert table.splitlines() == [
-        "| Model | #Params | test bleu | valid bleu | test decode_ms_per_sent | Time s/batch | steps |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        "| lrn | 1.5K | 31.25 | 30 | 4.5 | 0.2500 | 7 |"]
+    def run(cell, seed, bleu, valid):
+        return {"cell": cell, "params": 1500, "steps": 7, "time_per_batch_s": 0.25, "config": {"seed": seed},
+                "metrics": {"valid": {"bleu": valid}, "test": {"bleu": bleu, "ppl": 9.0, "bleu_tok_uncased": 1.0,
+                                                                "decode_ms_per_sent": 4.5}}}
+
+    runs = [run("lstm", 0, 30.0, 29.0), run("lstm", 1, 32.0, 31.0), run("lrn", 0, 31.0, 30.0), run("lrn", 1, 31.0, 30.0)]
+    # validation curves: lstm ends at 29 and 31 (target 30); lrn reaches 30 at step 4 and 6
+    logs = {(0, "lstm"): [(2, 20.0), (7, 29.0)], (1, "lstm"): [(2, 25.0), (7, 31.0)],
+            (0, "lrn"): [(4, 30.0), (7, 30.0)], (1, "lrn"): [(2, 10.0), (6, 30.5)]}
+    logs = {k: {"evals": [{"step": s, "metrics": {"bleu": v}} for s, v in curve], "train_loss": [1.0] * 7}
+            for k, curve in logs.items()}
+    speed = {"rounds": 5, "per_cell": {"lstm": {"median_s": 2.0, "q1_s": 1.9, "q3_s": 2.1, "n": 10},
+                                       "lrn": {"median_s": 1.0, "q1_s": 0.9, "q3_s": 1.2, "n": 10}},
+             "machine": {"cpu_model": "test cpu", "torch_threads": 1, "load_average": [0.1, 0.1, 0.1]},
+             "load_average_after": [0.2, 0.1, 0.1], "numba_threads": 1}
+    summary = summarise("mt", runs, logs, speed)
+    lines = markdown_tables(summary).splitlines()
+    assert ("| Model | #Params | test bleu | valid bleu | test bleu_tok_uncased | test decode_ms_per_sent | steps "
+            "| seeds |") in lines
+    assert "| lstm | 1.5K | 31.00 ± 1.41 | 30.00 ± 1.41 | 1.00 ± 0.00 | 4.50 ± 0.00 | 7 | 0,1 |" in lines
+    assert "| lrn | 1.0000 | 0.9000–1.2000 | 0.50 |" in lines
+    # lstm: seed 0 never reaches 30 (ends at 29), seed 1 at step 7: 7 x 2 s; lrn: (4 + 6) / 2 x 1 s
+    assert "| lstm | 1/2 | 7 | 14 | 1.00 |" in lines
+    assert "| lrn | 2/2 | 5 | 5 | 0.36 |" in lines

@@ -29,11 +29,12 @@ def runs(tmp_path):
     root = tmp_path / "runs"
     ner = [_results("ner", cell, {"f1": 80.0 + i, "precision": 81.0, "recall": 79.0},
                     data_dir="/d/ner/conll2003") for i, cell in enumerate(["lrn", "lrn:activation=identity"])]
-    for r in ner:  # a compare directory: per-cell results.json and compare.json listing them
-        _write(root / "ner" / r["cell"].replace(":", "-") / "results.json", r)
+    for r in ner:  # a compare directory: per-seed, per-cell results.json and compare.json listing them
+        _write(root / "ner" / "seed0" / r["cell"].replace(":", "-") / "results.json", r)
     _write(root / "ner" / "compare.json", {"task": "ner", "metric": "f1", "runs": ner})
-    _write(root / "ner" / "lrn" / "log.json",
-           {"evals": [{"step": 1, "metrics": {"f1": 10.0}}, {"step": 3, "metrics": {"f1": 80.0}}]})
+    _write(root / "ner" / "seed0" / "lrn" / "log.json",
+           {"train_loss": [3.0, 2.0, 1.0],
+            "evals": [{"step": 1, "metrics": {"f1": 10.0}}, {"step": 3, "metrics": {"f1": 80.0}}]})
     # no data_dir in results.json: the dataset comes from the checkpoint's meta.json
     doc = _results("doc", "gru", {"accuracy": 90.0, "tokenizer": "v1"}, data_dir=None)  # a text field too
     _write(root / "doc-gru" / "results.json", doc)
@@ -56,7 +57,7 @@ def test_tables_put_published_numbers_beside_matching_runs_only(runs, tmp_path):
     assert "88.56" not in row["lrn:activation=identity"]  # an ablation has no published row
     # AG News is not one of the paper's datasets: reference table, not adjacent columns
     assert "not on AG News" in text and "| AmaPolar | Base | lrn | 151K |" in text
-    assert "![validation curves](figures/curves-ner-conll-2003-tiny-cpu.png)" in text
+    assert "![training and validation curves at equal steps](figures/curves-ner-conll-2003-tiny-cpu.png)" in text
     # A text-valued test field is no table column: it is shown once under its table.
     assert "tokenizer (test)" not in text and "tokenizer: `v1`" in text
 
@@ -96,3 +97,45 @@ def test_published_metrics_use_the_tasks_metric_names(task):
     for row in PAPER_ROWS:
         if row.task == task:
             assert set(row.metrics) <= names, (row, names)
+
+
+def test_seeds_are_one_row_with_mean_and_std_and_anchor_numbers_are_cited(tmp_path):
+    root = tmp_path / "runs"
+    for seed, ppl in ((0, 110.0), (1, 120.0)):
+        r = _results("lm", "lstm", {"ppl": ppl, "loss": 4.7}, data_dir="/d/lm/ptb")
+        r["preset"], r["config"]["seed"] = "anchor", seed
+        _write(root / f"seed{seed}" / "lstm" / "results.json", r)
+    build_report([root], tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| lstm"))
+    assert "| 115.00 ± 7.07 |" in row and "| 2 |" in row  # (110 + 120) / 2, sample std, 2 seeds
+    assert "Anchor: the published baseline" in text and "test ppl 114.5" in text
+
+
+def _seeds(root, cell, ppls, data_dir="/d/lm/ptb"):
+    for seed, ppl in enumerate(ppls):
+        r = _results("lm", cell, {"ppl": ppl, "loss": 4.7}, data_dir=data_dir)
+        r["config"]["seed"] = seed
+        _write(root / f"seed{seed}" / cell / "results.json", r)
+
+
+def test_readme_block_says_tie_or_difference_from_the_seeds(tmp_path):
+    from lrn.analysis.report import README_BEGIN, README_END
+
+    root = tmp_path / "runs"
+    _seeds(root / "tie", "lstm", [100.0, 102.0, 104.0])  # 102 ± 2
+    _seeds(root / "tie", "lrn", [101.0, 104.0, 107.0])  # 104 ± 3: within 2 + 3
+    _seeds(root / "apart", "lstm", [100.0, 101.0, 102.0], data_dir="/d/lm/wikitext-2")  # 101 ± 1
+    _seeds(root / "apart", "lrn", [90.0, 91.0, 92.0], data_dir="/d/lm/wikitext-2")  # 91 ± 1: lower ppl
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{README_BEGIN}\nold line\n{README_END}\nafter\n")
+    build_report([root], tmp_path / "out", readme=readme)
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{README_END}\nafter\n") and "old line" not in text
+    ptb = next(line for line in text.splitlines() if "PTB" in line)
+    assert "lstm 102.00 ± 2.00, lrn 104.00 ± 3.00" in ptb and "a tie" in ptb
+    wt2 = next(line for line in text.splitlines() if "WT2" in line)
+    assert "LRN better" in wt2
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="needs exactly one"):
+        build_report([root], tmp_path / "out", readme=readme)

@@ -90,7 +90,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from lrn.analysis.report import build_report
 
-    counts = build_report(args.runs, Path(args.out), title=args.title)
+    counts = build_report(args.runs, Path(args.out), title=args.title, readme=args.readme)
     print(f"report of {counts['runs']} runs, {counts['benches']} speed reports and "
           f"{counts['analyses']} analyses: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
     return 0
@@ -130,4 +130,6 @@ def add_cli(subparsers) -> None:
                    help="directories (searched recursively) or JSON files")
     p.add_argument("--out", required=True, metavar="DIR", help="writes report.md, report.html, figures/")
     p.add_argument("--title", default="lrn-torch reproduction report")
+    p.add_argument("--readme", type=Path, metavar="FILE",
+                   help="also rewrite FILE's generated results block (between its marker comments)")
     p.set_defaults(func=cmd_report)

@@ -48,21 +48,6 @@ def plot_gradient_flow(groups: Sequence[tuple[str, Sequence[GradientFlow]]], pat
     return _save(fig, path)
 
 
-def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: Path, title: str, *,
-                xlabel: str, ylabel: str) -> Path:
-    """One line per named list of (x, y) points."""
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=DPI)
-    for name, points in curves.items():
-        ax.plot(*zip(*points), marker=".", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def plot_token_weights(segments: Sequence[dict], path: Path, title: str) -> Path:
     """One heatmap per segment ({"tokens": [...], "rows": {label: weights}}): a column per token,
     a row per weight vector (e.g. per direction's final state), on a log colour scale."""
@@ -83,5 +68,41 @@ def plot_token_weights(segments: Sequence[dict], path: Path, title: str) -> Path
         ax.set_yticklabels(list(seg["rows"]), fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_equal_step_curves(curves: dict[str, dict[str, list]], path: Path, title: str, *, metric: str) -> Path:
+    """Two panels against the training step, one line per cell: the (smoothed) training
+    loss and the validation metric (``curves`` as lrn.compare.mean_curves makes them)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=DPI)
+    for cell, c in curves.items():
+        left.plot(range(1, len(c["train"]) + 1), c["train"], label=cell, linewidth=1)
+        right.plot(c["valid_steps"], c["valid"], marker=".", label=cell)
+    left.set_ylabel("training loss (smoothed)")
+    right.set_ylabel(f"valid {metric}")
+    for ax in (left, right):
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_time_to_quality(curves: dict[str, dict[str, list]], seconds_per_step: dict[str, float],
+                         ttq: dict, path: Path, title: str) -> Path:
+    """Validation metric against estimated training time (step x measured time per step),
+    one line per cell, with the target (the reference cell's final metric) dashed."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=DPI)
+    for cell, c in curves.items():
+        ax.plot([s * seconds_per_step[cell] for s in c["valid_steps"]], c["valid"], marker=".", label=cell)
+    ax.axhline(ttq["target"], color="grey", linestyle="--", linewidth=1,
+               label=f"target: {ttq['reference']} final")
+    ax.set_xlabel("estimated training time, s (steps x median s/step)")
+    ax.set_ylabel(f"valid {ttq['metric']}")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

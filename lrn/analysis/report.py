@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib
 import json
 import math
 import re
@@ -25,13 +26,13 @@ import markdown
 import torch
 from PIL import Image
 
-from lrn.analysis.figures import plot_curves
+from lrn.analysis.figures import plot_equal_step_curves
 from lrn.analysis.gradients import decay_per_step
 from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PaperRow, paper_rows
 from lrn.bench import format_markdown, machine_info, plot_report
 from lrn.modules import parse_cell_spec
 from lrn.tasks import get_task
-from lrn.train.compare import cell_dir_name
+from lrn.compare import mean_curves, mean_std, run_dir_of, speed_table, summarise, time_to_quality_table
 
 #: data directory names (as in shared/data) -> the dataset names of the paper's tables
 DATASETS = {"ptb": "PTB", "wikitext-2": "WT2", "conll2003": "CoNLL-2003", "snli": "SNLI",
@@ -48,6 +49,7 @@ class Run:
     results: dict[str, Any]
     path: Path  # the results.json or compare.json it came from
     dataset: str | None
+    run_dir: Path | None  # where its log.json is, if anywhere
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Found:
     runs: list[Run]
     benches: list[tuple[Path, dict]]
     analyses: list[tuple[Path, dict]]
+    compares: list[tuple[Path, dict]]  # compare.json files that carry a speed measurement
 
 
 # ------------------------------------------------------------------ discovery
@@ -99,13 +102,13 @@ def _is_results(obj: Any) -> bool:
 def collect(roots: list[Path]) -> Found:
     """Every report input under ``roots`` (files or directories, searched recursively).
     A run seen twice (its results.json and a compare.json listing it) counts once."""
-    runs, benches, analyses, seen = [], [], [], set()
+    runs, benches, analyses, compares, seen = [], [], [], [], set()
 
     def add_run(results: dict, path: Path, run_dir: Path | None) -> None:
         key = json.dumps(results, sort_keys=True)
         if key not in seen:
             seen.add(key)
-            runs.append(Run(results, path, _dataset_of(results, run_dir)))
+            runs.append(Run(results, path, _dataset_of(results, run_dir), run_dir))
 
     for root in roots:
         root = Path(root)
@@ -121,12 +124,14 @@ def collect(roots: list[Path]) -> Found:
                 add_run(obj, path, path.parent)
             elif path.name == "compare.json" and isinstance(obj, dict) and "runs" in obj:
                 for results in obj["runs"]:
-                    add_run(results, path, path.parent / cell_dir_name(results["cell"]))
+                    add_run(results, path, run_dir_of(path.parent, results["config"]["seed"], results["cell"]))
+                if obj.get("speed"):
+                    compares.append((path, obj))
             elif _is_bench(obj):
                 benches.append((path, obj))
             elif isinstance(obj, dict) and obj.get("kind") in ANALYSIS_KINDS:
                 analyses.append((path, obj))
-    return Found(runs, benches, analyses)
+    return Found(runs, benches, analyses, compares)
 
 
 # ------------------------------------------------------------------ formatting
@@ -187,29 +192,58 @@ def _primary_metric(task: str) -> str | None:
         return None
 
 
+def _pm(values: list[float], digits: int = 2) -> str:
+    """mean ± sample std of ``values`` (just the value for one)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    stats = mean_std(values)
+    return (f"{stats['mean']:.{digits}f}" if len(values) == 1
+            else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}")
+
+
+#: the order of the paper's tables; other cell specs (ablations) follow in the order found
+CELL_ORDER = ("lstm", "gru", "atr", "sru", "lrn")
+
+
+def _by_model(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs of one table grouped by model (cell and layer norm), seeds together, in the
+    paper's order."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        r = run.results
+        groups.setdefault(r["cell"] + (" +LN" if r["config"].get("layer_norm") else ""), []).append(run)
+    rank = {name: i for i, name in enumerate(CELL_ORDER)}
+    order = sorted(groups, key=lambda m: rank.get(m.split(" ")[0], len(rank)))  # stable for the rest
+    return {m: groups[m] for m in order}
+
+
 def task_table(runs: list[Run]) -> str:
-    """Model | #Params | test metrics | valid metric | Time s/batch | steps | training seconds,
-    then the paper's columns."""
+    """Model | #Params | test metrics | valid metric (each mean ± std over seeds) | seeds |
+    steps | Time s/batch in training | settings that differ, then the paper's columns."""
     metrics = _metric_names(runs)
     primary = metrics[0] if metrics else None
-    paper = [_paper_row(r) for r in runs]
+    models = _by_model(runs)
+    paper = [_paper_row(group[0]) for group in models.values()]
     paper_metrics = [m for m in metrics if any(p and m in p.metrics for p in paper)]
     differing = _differing_config(runs)
     header = (["Model", "#Params"] + [f"{m} (test)" for m in metrics]
-              + ([f"{primary} (valid)"] if primary else []) + ["Time s/batch", "steps", "train s"]
+              + ([f"{primary} (valid)"] if primary else []) + ["seeds", "steps", "Time s/batch (in training)"]
               + (["settings"] if differing else []))
     if any(paper):
         header += ["paper #Params"] + [f"paper {m}" for m in paper_metrics] + ["paper Time s/batch"]
     rows = []
-    for run, prow in zip(runs, paper):
-        r = run.results
-        test = r["metrics"].get("test") or {}
-        valid = r["metrics"].get("valid") or {}
-        model = r["cell"] + (" +LN" if r["config"].get("layer_norm") else "")
-        row = ([model, _params(r["params"])] + [_num(test.get(m)) for m in metrics]
-               + ([_num(valid.get(primary))] if primary else [])
-               + [_num(r.get("time_per_batch_s"), 4), str(r.get("steps", "–")), _num(r.get("train_s"), 0)]
-               + ([", ".join(f"{k}={r['config'].get(k)}" for k in differing)] if differing else []))
+    for (model, group), prow in zip(models.items(), paper):
+        results = [run.results for run in group]
+        tests = [r["metrics"].get("test") or {} for r in results]
+        valids = [r["metrics"].get("valid") or {} for r in results]
+        times = [r.get("time_per_batch_s") for r in results]
+        row = ([model, _params(results[0]["params"])] + [_pm([t.get(m) for t in tests]) for m in metrics]
+               + ([_pm([v.get(primary) for v in valids])] if primary else [])
+               + [str(len(results)), "/".join(sorted({str(r.get("steps", "–")) for r in results})),
+                  _pm(times, 4)]
+               + ([", ".join(sorted({", ".join(f"{k}={r['config'].get(k)}" for k in differing if k != "seed")
+                                     for r in results}))] if differing else []))
         if any(paper):
             row += ([prow.params] + [_num(prow.metrics.get(m)) for m in paper_metrics]
                     + [_num(prow.time_s, 3)] if prow else ["–"] * (2 + len(paper_metrics)))
@@ -240,21 +274,15 @@ def _save_small_png(source: Path, target: Path) -> Path:
     return target
 
 
-def _learning_curves(runs: list[Run], path: Path, title: str) -> Path | None:
-    """Validation primary metric against step, one line per run that kept a log.json."""
-    primary = _primary_metric(runs[0].results["task"])
-    curves = {}
-    for run in runs:
-        log = run.path.parent / "log.json"
-        if run.path.name != "results.json" or not log.is_file() or primary is None:
-            continue
-        evals = [e for e in _read_json(log).get("evals", []) if e.get("metrics")]
-        points = [(e["step"], e["metrics"][primary]) for e in evals if primary in e["metrics"]]
-        if points:
-            curves[run.results["cell"]] = points
-    if not curves:
+def _equal_step_curves(runs: list[Run], path: Path, title: str) -> Path | None:
+    """Training loss and validation metric against step, mean over seeds, one line per
+    model; only runs whose log.json is at hand (the committed results keep theirs)."""
+    logged = [r for r in runs if r.run_dir is not None and (r.run_dir / "log.json").is_file()]
+    if not logged:
         return None
-    return plot_curves(curves, path, title, xlabel="step", ylabel=f"valid {primary}")
+    summary = summarise(runs[0].results["task"], [r.results for r in logged])
+    logs = {(r.results["config"]["seed"], r.results["cell"]): _read_json(r.run_dir / "log.json") for r in logged}
+    return plot_equal_step_curves(mean_curves(summary, logs), path, title, metric=summary["metric"])
 
 
 # ------------------------------------------------------------------ assembly
@@ -270,7 +298,7 @@ def _slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(parts)).strip("-").lower()
 
 
-def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
+def _task_section(key: tuple, runs: list[Run], compares: list[tuple[Path, dict]], figures: Path) -> list[str]:
     task, dataset, preset, device = key
     data = "" if dataset == "-" else f": {dataset}"
     out = [f"### {TASK_TITLES.get(task, task)}{data}, preset {preset}, {device}", ""]
@@ -293,11 +321,36 @@ def _task_section(key: tuple, runs: list[Run], figures: Path) -> list[str]:
     if task == "mt" and published:
         out += ["", "Paper decoding time (ms per sentence, newstest2014): "
                 + ", ".join(f"{c} {v:.2f}" for c, v in PAPER_MT_DECODE_MS.items()) + "."]
-    png = _learning_curves(runs, figures / f"curves-{_slug(task, dataset, preset, device)}.png",
-                           f"{task} {dataset} ({preset})")
+    out += _anchor_lines(task, dataset, preset)
+    png = _equal_step_curves(runs, figures / f"curves-{_slug(task, dataset, preset, device)}.png",
+                             f"{task} {dataset} ({preset}), mean over seeds")
     if png is not None:
-        out += ["", f"![validation curves]({png.parent.name}/{png.name})"]
+        out += ["", f"![training and validation curves at equal steps]({png.parent.name}/{png.name})"]
+    for path, summary in compares:
+        slug = _slug(task, dataset, preset, device, path.parent.name)
+        out += ["", f"Speed, measured apart by `lrn compare` (`{path.parent.name}`): a training step of each "
+                "cell's task model, interleaved in one process:", "", speed_table(summary)]
+        if summary.get("time_to_quality"):
+            out += ["Time to quality: validation steps to reach the reference's final metric x the measured "
+                    "time per step:", "", time_to_quality_table(summary)]
+        ttq_png = path.parent / "time_to_quality.png"
+        if ttq_png.is_file():
+            png = _save_small_png(ttq_png, figures / f"ttq-{slug}.png")
+            out += ["", f"![time to quality]({png.parent.name}/{png.name})"]
     return out + [""]
+
+
+def _anchor_lines(task: str, dataset: str, preset: str) -> list[str]:
+    """The published numbers an anchor preset's baseline is to reach."""
+    if preset != "anchor":
+        return []
+    published = getattr(importlib.import_module(f"lrn.tasks.{task}"), "ANCHOR_PUBLISHED", {})
+    entry = next((v for k, v in published.items() if DATASETS.get(k) == dataset), None)
+    if entry is None:
+        return []
+    numbers = ", ".join(f"{k} {v}" for k, v in entry.items() if k != "source")
+    return ["", f"Anchor: the published baseline this preset reproduces ({entry['source']}): {numbers}. "
+            "Our LSTM row is that configuration; the other cells run it unchanged."]
 
 
 def _bench_section(index: int, path: Path, bench: dict, figures: Path) -> list[str]:
@@ -358,9 +411,10 @@ def _machine_section(found: Found) -> list[str]:
     return out + [""]
 
 
-def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch reproduction report") -> dict:
-    """Write ``out_dir/report.md`` and ``out_dir/report.html`` (+ ``out_dir/figures/``);
-    returns what went in (counts)."""
+def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch reproduction report",
+                 readme: Path | None = None) -> dict:
+    """Write ``out_dir/report.md`` and ``out_dir/report.html`` (+ ``out_dir/figures/``), and
+    with ``readme`` that file's generated results block; returns what went in (counts)."""
     found = collect([Path(r) for r in roots])
     if not (found.runs or found.benches or found.analyses):
         raise ValueError(f"--runs: no results.json, compare.json, bench or analysis JSON under "
@@ -377,10 +431,14 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
              f"Published numbers: {CITATION}.", ""]
     if found.runs:
         lines += ["## Results per task", "",
-                  "Ours: test metrics of each run's best validation checkpoint; Time s/batch is the "
-                  "median wall time of a training step on the machine below.", ""]
+                  "Ours: test metrics of each run's best validation checkpoint, mean ± standard deviation "
+                  "over the seeds; every run of a table trains for the same steps. Time s/batch (in "
+                  "training) is the median step time during the runs themselves, which shared the machine "
+                  "with other work; the speed tables below are measured apart.", ""]
+        lines += ["In short:", ""] + headline_lines(found) + [""]
         for key, runs in _group_runs(found.runs).items():
-            lines += _task_section(key, runs, figures)
+            paths = {run.path for run in runs}
+            lines += _task_section(key, runs, [(p, c) for p, c in found.compares if p in paths], figures)
     if found.benches:
         lines += ["## Speed", ""]
         for i, (path, bench) in enumerate(found.benches):
@@ -396,7 +454,64 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
     text = "\n".join(lines)
     (out_dir / "report.md").write_text(text, encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(text, out_dir, title), encoding="utf-8")
+    if readme is not None:
+        update_readme(Path(readme), found)
     return {"runs": len(found.runs), "benches": len(found.benches), "analyses": len(found.analyses)}
+
+
+README_BEGIN = "<!-- results: generated by `lrn report --readme`; do not edit by hand -->"
+README_END = "<!-- end of generated results -->"
+#: the reference cell of each task's headline (the paper compares LRN with these)
+REFERENCE_CELL = "lstm"
+
+
+def _verdict(a: list[float], b: list[float], higher_is_better: bool) -> str:
+    """LRN (``a``) against the reference (``b``): with 3+ seeds each, a tie when the means
+    are within the sum of the two standard deviations; with fewer, no claim."""
+    if min(len(a), len(b)) < 3:
+        return f"{min(len(a), len(b))} seed(s): no tie or difference claimed"
+    sa, sb = mean_std(a), mean_std(b)
+    if abs(sa["mean"] - sb["mean"]) <= sa["std"] + sb["std"]:
+        return "a tie (means within one standard deviation of each other)"
+    better = (sa["mean"] > sb["mean"]) == higher_is_better
+    return "LRN better" if better else "LRN worse"
+
+
+def headline_lines(found: Found) -> list[str]:
+    """One line per table that has both LRN and the reference cell: their primary test
+    metric (mean ± std over seeds), the verdict, the other cells, and the speed ratio when
+    it was measured apart."""
+    lines = []
+    for (task, dataset, preset, _device), runs in _group_runs(found.runs).items():
+        primary = _primary_metric(task)
+        models = _by_model(runs)
+        if primary is None or "lrn" not in models or REFERENCE_CELL not in models:
+            continue
+        values = {m: [r.results["metrics"]["test"][primary] for r in group] for m, group in models.items()}
+        steps = "/".join(sorted({str(r.results["steps"]) for r in runs}))
+        cells = ", ".join(f"{m} {_pm(v)}" for m, v in values.items())
+        verdict = _verdict(values["lrn"], values[REFERENCE_CELL], get_task(task).higher_is_better)
+        line = (f"- {TASK_TITLES.get(task, task)}, {dataset}, preset {preset}, {steps} steps: test {primary} "
+                f"{cells}. LRN vs {REFERENCE_CELL.upper()}: {verdict}.")
+        paths = {run.path for run in runs}
+        for _path, summary in (c for c in found.compares if c[0] in paths):
+            per_cell = summary["speed"]["per_cell"]
+            if "lrn" in per_cell and REFERENCE_CELL in per_cell:
+                ratio = per_cell["lrn"]["median_s"] / per_cell[REFERENCE_CELL]["median_s"]
+                line += f" Training step, measured apart: LRN {ratio:.2f}x {REFERENCE_CELL.upper()}'s time."
+        lines.append(line)
+    return lines
+
+
+def update_readme(readme: Path, found: Found) -> None:
+    """Replace the README's generated block (between README_BEGIN and README_END)."""
+    text = readme.read_text(encoding="utf-8")
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"--readme {readme}: needs exactly one '{README_BEGIN}' line and one '{README_END}' line")
+    head, rest = text.split(README_BEGIN)
+    _, tail = rest.split(README_END)
+    block = headline_lines(found) or ["- (no table has both LRN and LSTM yet)"]
+    readme.write_text(head + README_BEGIN + "\n" + "\n".join(block) + "\n" + README_END + tail, encoding="utf-8")
 
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")

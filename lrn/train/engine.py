@@ -177,7 +177,7 @@ class Trainer:
                         if not self.config.get("eval_every"):
                             self._validate()
                         break
-                    loss = self._train_step(batch)
+                    loss = self.train_step(batch)
                     self.train_seconds += time.perf_counter() - started
                     recent.append(loss)
                     bar.update(1)
@@ -208,7 +208,8 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_step(self, batch: Any) -> float:
+    def train_step(self, batch: Any) -> float:
+        """One optimiser step on ``batch``; returns its mean training loss."""
         started = time.perf_counter()
         self.opt.set_lr(self.opt.lr_at(self.step, self.epoch) * self.task.lr_scale(batch))
         self.ddp_model.train()
@@ -383,6 +384,7 @@ class Trainer:
             "max_minutes": self.max_minutes,
             "world_size": self.d.world_size,
             "device": str(self.d.device),
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
             "best_step": self.best["step"] if self.best else None,
             "metrics": {"valid": self.best["metrics"] if self.best else None, "test": test},
         }
