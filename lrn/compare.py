@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,9 @@ from lrn.bench import machine_info
 from lrn.modules import parse_cell_spec
 from lrn.tasks import get_task
 from lrn.train import distributed
-from lrn.train.checkpoint import atomic_write_json, atomic_write_text
+from lrn.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from lrn.train.config import resolve_config
-from lrn.train.engine import Trainer, train
+from lrn.train.engine import Interrupted, Trainer, train
 from lrn.train.rng import seed_everything
 
 #: interleaved rounds of the speed measurement; the first one more is a warm-up, not counted
@@ -92,10 +93,15 @@ def compare(task: str, data_dir: str | Path | None, cells: list[str], *, out_dir
                 print(f"{task_obj.name} {cell} seed {seed}: reusing the finished run in {run_dir}", flush=True)
                 runs.append(finished)
                 continue
-            resume = (run_dir / "checkpoints" / "last.json").is_file()
-            runs.append(train(task_obj, data_dir, cell, out_dir=run_dir, resume=resume, preset=preset,
-                              overrides=overrides, seed=seed, max_steps=max_steps, device=device,
-                              progress=progress))
+            resume = _check_interrupted_run(run_dir, cell, configs[seed])
+            try:
+                runs.append(train(task_obj, data_dir, cell, out_dir=run_dir, resume=resume, preset=preset,
+                                  overrides=overrides, seed=seed, max_steps=max_steps, device=device,
+                                  progress=progress))
+            except Interrupted as e:  # compare resumes by itself: no --resume to advise
+                raise Interrupted(e.signum, f"{signal.Signals(e.signum).name} during {cell} seed {seed}: "
+                                  f"checkpoint saved in {run_dir}; run the same lrn compare command "
+                                  "again to continue") from None
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return {"runs": runs}  # only rank 0 measures and writes
     speed = None
@@ -121,6 +127,21 @@ def _finished_run(run_dir: Path, cell: str, config: dict[str, Any]) -> dict | No
     if results["cell"] != cell or results["config"] != config or results.get("max_minutes") is not None:
         raise ValueError(f"{run_dir} holds a finished run with other settings: remove it or choose another --out")
     return results
+
+
+def _check_interrupted_run(run_dir: Path, cell: str, config: dict[str, Any]) -> bool:
+    """True when ``run_dir`` holds an interrupted run to resume; refuses one made with other
+    settings (resuming it would train and tabulate the old ones)."""
+    checkpoint = load_checkpoint(run_dir, "last")
+    if checkpoint is None:
+        return False
+    old = checkpoint.meta["config"]
+    changed = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
+               if old.get(k) != config.get(k)]
+    if checkpoint.meta["cell"] != cell or changed:
+        raise ValueError(f"{run_dir} holds an interrupted run with other settings ({'; '.join(changed) or 'cell'}): "
+                         "rerun with its settings, or remove it or choose another --out")
+    return True
 
 
 def _read_log(run_dir: Path) -> dict[str, Any]:

@@ -125,6 +125,13 @@ def test_compare_reuses_finished_runs_with_the_same_settings(tmp_path, capsys):
     err = _error(capsys, ["compare", "adding", "--max-steps", "3", "--speed-steps", "0", "--out", str(out), *TINY,
                           "--cells", "lrn"])
     assert "holds a finished run with other settings" in err
+    # an interrupted run (a checkpoint, no results.json) resumes only with its own settings
+    (out / "seed0" / "atr" / "results.json").unlink()
+    err = _error(capsys, ["compare", "adding", "--max-steps", "3", "--speed-steps", "0", "--out", str(out), *TINY,
+                          "--cells", "atr"])
+    assert "holds an interrupted run with other settings (max_steps: 2 -> 3)" in err
+    assert cli.main([*argv, "--cells", "lrn,atr"]) == 0  # same settings: resumed, finished
+    assert json.loads((out / "seed0" / "atr" / "results.json").read_text())["steps"] == 2
     err = _error(capsys, [*argv, "--cells", "lrn", "--seeds", "0,x"])
     assert "--seeds expects comma-separated integers" in err
     err = _error(capsys, [*argv, "--cells", "lrn", "--seeds", "1,1"])
@@ -158,3 +165,19 @@ def test_compare_tables_show_mean_std_speed_and_time_to_quality():
     # lstm: seed 0 never reaches 30 (ends at 29), seed 1 at step 7: 7 x 2 s; lrn: (4 + 6) / 2 x 1 s
     assert "| lstm | 1/2 | 7 | 14 | 1.00 |" in lines
     assert "| lrn | 2/2 | 5 | 5 | 0.36 |" in lines
+
+
+def test_interrupted_compare_says_to_rerun_it(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import lrn.compare
+    from lrn.train import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT, "SIGINT at step 1: ... --resume")
+
+    monkeypatch.setattr(lrn.compare, "train", interrupted)
+    assert cli.main(["compare", "adding", "--cells", "lrn", "--out", str(tmp_path / "c"), *TINY]) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "SIGINT during lrn seed 0" in err and "run the same lrn compare command again" in err
+    assert "--resume" not in err
