@@ -1,7 +1,8 @@
 """The ``lrn`` command: one argparse parser, subcommands registered by the modules that own them.
 
-Errors from bad input (DataError, ValueError from argument checks) print one line
-``lrn: error: ...`` and exit with status 2; a training failure exits 1; SIGINT/SIGTERM
+Errors from bad input (DataError, ValueError from argument checks, OSError such as an
+unwritable --out) print one line ``lrn: error: ...`` and exit with status 2 (``--debug`` or
+LRN_DEBUG=1 show the traceback instead); a training failure exits 1; SIGINT/SIGTERM
 during training saves a checkpoint and exits 128 + the signal number.
 """
 
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrn", description="Lightweight Recurrent Network: layers, "
                                      "the paper's experiments, benchmarks.  Start with `lrn demo`.")
     parser.add_argument("--version", action="version", version=f"lrn-torch {lrn.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also LRN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train one cell on one task")
@@ -256,7 +259,9 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, OSError) as e:
+        if args.debug or os.environ.get("LRN_DEBUG") == "1":
+            raise
         print(f"lrn: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except TrainingError as e:

@@ -181,3 +181,14 @@ def test_interrupted_compare_says_to_rerun_it(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "SIGINT during lrn seed 0" in err and "run the same lrn compare command again" in err
     assert "--resume" not in err
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    err = _error(capsys, ["train", "adding", "--cell", "lrn", "--max-steps", "1", "--out",
+                          str(tmp_path / "file" / "run"), *TINY])
+    assert "Not a directory" in err or "File exists" in err
+    monkeypatch.setenv("LRN_DEBUG", "1")  # the traceback on request
+    with pytest.raises(OSError):
+        cli.main(["train", "adding", "--cell", "lrn", "--max-steps", "1", "--out", str(tmp_path / "file" / "run"),
+                  *TINY])

@@ -136,3 +136,51 @@ def test_sigint_during_a_step_saves_and_raises(tmp_path):
         train(task, None, "lrn", preset="tiny", overrides=FAST, out_dir=tmp_path / "r", max_steps=50,
               progress=False)
     assert load_checkpoint(tmp_path / "r", "last").meta["step"] == 5
+
+
+def test_damaged_checkpoints_are_refused_naming_the_file(tmp_path):
+    run(tmp_path / "r", 2)
+    checkpoint = load_checkpoint(tmp_path / "r", "last")
+    weights = checkpoint.directory / "model.safetensors"
+    good = weights.read_bytes()
+    # one flipped byte in a weight: the sha256 in meta.json no longer matches
+    weights.write_bytes(good[:-3] + bytes([good[-3] ^ 0xFF]) + good[-2:])
+    with pytest.raises(ValueError, match=r"model.safetensors: the weights do not match the sha256"):
+        run(tmp_path / "r", 4, resume=True)
+    # truncated, and the hash left out: safetensors' own check, named
+    weights.write_bytes(good[:40])
+    meta = json.loads((checkpoint.directory / "meta.json").read_text())
+    del meta["weights_sha256"]
+    (checkpoint.directory / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model.safetensors: not readable weights"):
+        load_checkpoint(tmp_path / "r", "last").model_state()
+    # a pickle that would run code is refused, not executed
+    evil = b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94"
+    (checkpoint.directory / "trainer.pt").write_bytes(evil + b"\x8c\x04true\x94\x85\x94R\x94.")
+    with pytest.raises(ValueError, match=r"trainer.pt: not a readable trainer state"):
+        load_checkpoint(tmp_path / "r", "last").trainer_state()
+
+
+@pytest.mark.parametrize("pointer,message", [
+    ("{not json", r"last.json: not valid JSON"),
+    ('{"dir": "../../elsewhere"}', r"last.json: not a checkpoint pointer of this run"),
+    ('{"dir": "best-00000002-1"}', r"last.json: not a checkpoint pointer of this run"),
+    ('{"dir": "last-99999999-1"}', r"last-99999999-1/meta.json: missing"),
+])
+def test_bad_checkpoint_pointers_are_refused_naming_the_file(tmp_path, pointer, message):
+    run(tmp_path / "r", 2)
+    (tmp_path / "r" / "checkpoints" / "last.json").write_text(pointer)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(tmp_path / "r", "last")
+
+
+def test_a_second_run_on_the_same_directory_is_refused_while_the_first_runs(tmp_path):
+    from lrn.train.engine import run_lock
+
+    with run_lock(tmp_path / "r"):
+        code = ("from lrn.train import train; train('adding', None, 'lrn', preset='tiny', out_dir=%r, "
+                "max_steps=1, progress=False)" % str(tmp_path / "r"))
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0
+        assert f"is in use by another run (pid {os.getpid()})" in done.stderr
+    run(tmp_path / "r", 1)  # released: the directory is usable again

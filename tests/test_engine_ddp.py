@@ -29,7 +29,7 @@ def test_torchrun_two_processes_trains_and_only_rank0_writes(tmp_path):
     # The checkpoint holds each rank's RNG state, so that every rank resumes exactly.
     assert len(load_checkpoint(out, "last").trainer_state()["rank_rng"]) == 2
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["checkpoints", "log.json", "results.json"]
+    assert written == [".lock", "checkpoints", "log.json", "results.json"]  # .lock: the run lock
 
 
 def _json_blocks(text: str) -> list[str]:

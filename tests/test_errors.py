@@ -40,6 +40,39 @@ def test_constructor_errors():
     raises(r"activation must be one of", lrn.LRNCell, 3, 4, activation="gelu")
 
 
+@pytest.mark.parametrize("layer", [lrn.LRN, lrn.LRNCell, lrn.ATR, lrn.SRU])
+def test_switches_must_be_real_booleans(layer):
+    # 'false' is a truthy string: accepted, it would switch layer norm on
+    raises(r"layer_norm must be True or False, got 'false'", layer, 3, 4, layer_norm="false")
+    raises(r"bias must be True or False, got 0", layer, 3, 4, bias=0)
+
+
+def test_cell_spec_switches_and_options_are_checked():
+    raises(r"layer_norm must be true or false \(yes/no, 1/0\), got 'maybe'", lrn.parse_cell_spec,
+           "lrn:layer_norm=maybe")
+    assert lrn.parse_cell_spec("lrn:bidirectional=no,layer_norm=YES") == ("lrn", {"bidirectional": False,
+                                                                                "layer_norm": True})
+    raises(r"lrn has no option 'bogus' \(options: num_layers, ", lrn.parse_cell_spec, "lrn:bogus=1")
+    raises(r"olrn has no option 'output_gate'", lrn.parse_cell_spec, "olrn:output_gate=false")
+    raises(r"gru has no option 'layer_norm'", lrn.parse_cell_spec, "gru:layer_norm=true")
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("batch_size", 0, r"'batch_size' must be an integer >= 1, got 0"),
+    ("batch_size", -3, r"'batch_size' must be an integer >= 1, got -3"),
+    ("eval_every", -1, r"'eval_every' must be an integer >= 0, got -1"),
+    ("lr", "abc", r"setting 'lr' must be a number, got 'abc'"),
+    ("clip", -1.0, r"'clip' must be a number >= 0"),
+    ("max_steps", 2.5, r"'max_steps' must be an integer >= 0 \(or null\), got 2.5"),
+    ("batch_size", None, r"'batch_size' must be an integer >= 1, got None"),
+])
+def test_settings_out_of_range_are_refused(setting, value, message):
+    from lrn.tasks import get_task
+    from lrn.train.config import resolve_config
+
+    raises(message, resolve_config, get_task("adding"), "tiny", None, {setting: value}, 0)
+
+
 def test_functional_errors():
     q = torch.randn(3, 2, 4)
     raises(r"k must have the shape of q \(3, 2, 4\), got \(3, 2, 5\)", lrn.lrn_recurrence, q, torch.randn(3, 2, 5), q)

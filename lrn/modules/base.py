@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +23,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lrn.functional import check_lengths
 from lrn.ops.linear import linear
 
+
+
+def check_flags(owner: str, **flags) -> None:
+    """Every flag must be a real bool: a string such as 'false' is truthy and would switch
+    the feature on without a word."""
+    for arg, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{owner}: {arg} must be True or False, got {value!r}")
 
 class RecurrentLayer(nn.Module):
     """Base of LRN, ATR and SRU layers (see module docstring)."""
@@ -43,6 +53,7 @@ class RecurrentLayer(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        check_flags(name, bias=bias, batch_first=batch_first, bidirectional=bidirectional, layer_norm=layer_norm)
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size),
                            ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -9,6 +9,7 @@ so that a task swaps cells with one flag and treats them all alike.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -98,9 +99,15 @@ def make_rnn(name: str, input_size: int, hidden_size: int, *, num_layers: int = 
     return Recurrent(name, layer)
 
 
+#: options that are switches: their values must read as one of these words
+BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+BOOLEAN_OPTIONS = ("layer_norm", "bidirectional", "output_gate", "recurrent_gates", "bias", "batch_first")
+
+
 def parse_cell_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"lrn:activation=identity,layer_norm=true"`` -> ("lrn", {"activation": "identity",
-    "layer_norm": True}).  Values: true/false, integers, floats, else strings."""
+    "layer_norm": True}).  Switches (BOOLEAN_OPTIONS) take true/false/yes/no/1/0 and
+    nothing else; other values are integers, floats, else strings."""
     name, _, options = spec.strip().partition(":")
     if name not in CELLS:
         raise ValueError(f"unknown cell {name!r} in cell spec {spec!r}: choose one of {', '.join(CELLS)}")
@@ -109,8 +116,28 @@ def parse_cell_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"cell spec {spec!r}: expected key=value, got {item!r}")
-        kwargs[key.strip()] = _parse_value(raw.strip())
+        key, raw = key.strip(), raw.strip()
+        if key not in cell_options(name):
+            known = ", ".join(cell_options(name)) or "none"
+            raise ValueError(f"cell spec {spec!r}: {name} has no option {key!r} (options: {known})")
+        if key in BOOLEAN_OPTIONS:
+            if raw.lower() not in BOOLEAN_WORDS:
+                raise ValueError(f"cell spec {spec!r}: {key} must be true or false (yes/no, 1/0), got {raw!r}")
+            kwargs[key] = BOOLEAN_WORDS[raw.lower()]
+        else:
+            kwargs[key] = _parse_value(raw)
     return name, kwargs
+
+
+def cell_options(name: str) -> tuple[str, ...]:
+    """The options a cell spec may set for cell ``name`` (the layer's keyword arguments; torch's
+    lstm and gru take only the stack's own)."""
+    stack = ("num_layers", "bidirectional", "dropout", "batch_first")
+    if name in ("lstm", "gru"):
+        return stack
+    layer = {"atr": ATR, "sru": SRU, "lrn": LRN, "olrn": LRN}[name]
+    skip = {"self", "input_size", "hidden_size", "device", "dtype"} | ({"output_gate"} if name == "olrn" else set())
+    return tuple(p for p in inspect.signature(layer.__init__).parameters if p not in skip)
 
 
 def _parse_value(raw: str) -> Any:

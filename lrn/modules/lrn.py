@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lrn.functional import check_activation, check_backend, lrn_scan
-from lrn.modules.base import RecurrentLayer, gate_projection, xavier_gate_init_
+from lrn.modules.base import RecurrentLayer, check_flags, gate_projection, xavier_gate_init_
 
 
 class LRN(RecurrentLayer):
@@ -40,6 +40,7 @@ class LRN(RecurrentLayer):
                  recurrent_gates: bool = True, backend: str = "auto", device=None, dtype=None) -> None:
         check_activation(activation)
         check_backend(backend)
+        check_flags(type(self).__name__, output_gate=output_gate, recurrent_gates=recurrent_gates)
         self.num_gates = 4 if output_gate else 3
         self.activation = activation
         self.output_gate = output_gate
@@ -84,6 +85,7 @@ class LRNCell(nn.Module):
                 raise ValueError(f"LRNCell: {arg} must be a positive integer, got {value!r}")
         check_activation(activation)
         check_backend(backend)
+        check_flags("LRNCell", bias=bias, layer_norm=layer_norm, output_gate=output_gate)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.activation, self.layer_norm = activation, layer_norm
         self.output_gate, self.backend = output_gate, backend

@@ -7,20 +7,25 @@ Layout inside a run directory::
         trainer.pt                       optimizer, schedule, RNG states, step, history
                                          (tensors and plain containers only:
                                          read back with torch.load(weights_only=True))
-        meta.json                        task, cell, preset, config, step, metrics
+        meta.json                        task, cell, preset, config, step, metrics, and
+                                         the sha256 of model.safetensors (checked on load)
         vocab.json                       the task's vocabularies
     checkpoints/<slot>.json              pointer: {"dir": ..., "step": ...}
 
 ``slot`` is "last" (for --resume) or "best" (the best validation metric, used by
 eval/generate).  A checkpoint directory is first written under a temporary name and
 renamed when complete; then the pointer file is replaced atomically (os.replace).
-Whatever is killed when, the pointer names a complete checkpoint.
+Whatever is killed when, the pointer names a complete checkpoint.  Anything unreadable
+(a truncated or altered file, a pointer outside the run directory) raises ValueError
+naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -55,10 +60,39 @@ class Checkpoint:
     vocab: dict
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return load_file(str(self.directory / "model.safetensors"))
+        path = self.directory / "model.safetensors"
+        expected = self.meta.get("weights_sha256")
+        if expected is not None and _sha256(path) != expected:
+            raise ValueError(f"{path}: the weights do not match the sha256 in meta.json (altered or damaged)")
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error type for a damaged file
+            raise ValueError(f"{path}: not readable weights ({e})") from e
 
     def trainer_state(self) -> dict[str, Any]:
-        return torch.load(self.directory / "trainer.pt", map_location="cpu", weights_only=True)
+        path = self.directory / "trainer.pt"
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable trainer state; only tensors and plain containers "
+                             f"are loaded ({' '.join(str(e).split())[:200]})") from e
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def save_checkpoint(run_dir: Path, slot: str, *, model_state: dict[str, torch.Tensor],
@@ -76,6 +110,7 @@ def save_checkpoint(run_dir: Path, slot: str, *, model_state: dict[str, torch.Te
     save_file(tensors, str(tmp / "model.safetensors"))
     if trainer_state is not None:
         torch.save(trainer_state, tmp / "trainer.pt")
+    meta = {**meta, "weights_sha256": _sha256(tmp / "model.safetensors")}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     (tmp / "vocab.json").write_text(json.dumps(vocab) + "\n", encoding="utf-8")
     for file in tmp.iterdir():
@@ -99,7 +134,11 @@ def load_checkpoint(run_dir: Path, slot: str) -> Checkpoint | None:
     pointer = Path(run_dir) / "checkpoints" / f"{slot}.json"
     if not pointer.is_file():
         return None
-    directory = pointer.parent / json.loads(pointer.read_text(encoding="utf-8"))["dir"]
-    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-    vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    target = _read_json(pointer)
+    name = target.get("dir") if isinstance(target, dict) else None
+    # the pointer names a checkpoint directory beside it, never a path elsewhere
+    if not isinstance(name, str) or not name.startswith(f"{slot}-") or Path(name).name != name:
+        raise ValueError(f"{pointer}: not a checkpoint pointer of this run (dir {name!r})")
+    directory = pointer.parent / name
+    meta, vocab = _read_json(directory / "meta.json"), _read_json(directory / "vocab.json")
     return Checkpoint(directory, meta, vocab)

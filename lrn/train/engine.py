@@ -10,7 +10,9 @@ torchrun, the progress bar and RUN_DIR/results.json.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
+import os
 import signal
 import statistics
 import time
@@ -96,12 +98,37 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
     model = task.build_model(config, data, cell).to(d.device)
     trainer = Trainer(task, data, model, config, d, out_dir=out_dir, cell=cell, preset=preset,
                       data_dir=data_dir, progress=progress)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
-    if d.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "results.json").unlink(missing_ok=True)
-    return trainer.fit(max_minutes)
+    with run_lock(out_dir) if d.is_main else contextlib.nullcontext():
+        written = (out_dir / "checkpoints").exists() or (out_dir / "results.json").exists()
+        if checkpoint is None and d.is_main and written:
+            raise ValueError(f"{out_dir} already holds a run (written while this one started): pass --resume "
+                             "to continue it, or choose another --out")
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+        if d.is_main:
+            (out_dir / "results.json").unlink(missing_ok=True)
+        return trainer.fit(max_minutes)
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path):
+    """Hold ``out_dir/.lock`` (fcntl) while a run writes there: a second run on the same
+    directory fails at once, naming the process that holds it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ValueError(f"{out_dir} is in use by another run (pid {f.read().strip() or 'unknown'})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _check_data_dir(task: Task, data_dir: str | Path | None) -> Path | None:
