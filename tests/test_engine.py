@@ -184,3 +184,11 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_runs(tmp_
         assert done.returncode != 0
         assert f"is in use by another run (pid {os.getpid()})" in done.stderr
     run(tmp_path / "r", 1)  # released: the directory is usable again
+
+
+def test_resume_refuses_settings_that_would_be_ignored(tmp_path):
+    run(tmp_path / "r", 2)
+    with pytest.raises(ValueError, match=r"these --set values differ: lr: 0.01 -> 0.5"):
+        train("adding", None, "lrn", preset="tiny", overrides={**FAST, "lr": 0.5}, out_dir=tmp_path / "r",
+              max_steps=4, resume=True, progress=False)
+    assert run(tmp_path / "r", 4, resume=True)["steps"] == 4  # the same settings: resumed

@@ -109,3 +109,14 @@ def test_log_unigram_on_a_hand_worked_case():
     # counts 2, 1, 0 (counted as 1/2), 1 over a total of 4.5
     got = log_unigram(torch.tensor([0, 0, 1, 3]), 4)
     torch.testing.assert_close(got, torch.tensor([2 / 4.5, 1 / 4.5, 0.5 / 4.5, 1 / 4.5]).log())
+
+
+def test_non_utf8_lines_are_named_by_file_and_line(tmp_path):
+    from lrn.tasks.text import text_lines
+
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"fine\r\n\nab\xfecd\n")
+    with pytest.raises(DataError, match=r"x.txt:3: not UTF-8 text \(byte 3 of the line\)"):
+        list(text_lines(path))
+    path.write_bytes(b"fine\r\n\nok\n")
+    assert list(text_lines(path)) == [(1, "fine\n"), (2, "\n"), (3, "ok\n")]

@@ -28,7 +28,7 @@ from torch import nn
 
 from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, birnn_from_config, char_ids,
-                            length_buckets, nonblank_lines, pad_batch, pad_chars, tokenize)
+                            length_buckets, nonblank_lines, pad_batch, pad_chars, text_lines, tokenize)
 
 
 @dataclass
@@ -56,30 +56,30 @@ def read_csv(path: str | Path, num_classes: int | None = None) -> list[Document]
     if not path.is_file():
         raise DataError("file not found", path)
     docs = []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        while True:
-            lineno = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"malformed CSV ({e})", path, lineno) from None
-            if not row or not any(field.strip() for field in row):
-                continue
-            if len(row) < 2:
-                raise DataError("expected a label and at least one text field", path, lineno)
-            if not row[0].strip().isdigit() or int(row[0]) < 1:
-                raise DataError(f"label {row[0]!r} is not a class number >= 1", path, lineno)
-            label = int(row[0])
-            if num_classes is not None and label > num_classes:
-                raise DataError(f"label {label} but classes.txt lists {num_classes} classes",
-                                path, lineno)
-            tokens = tokenize(clean_text(" ".join(row[1:])))
-            if not tokens:
-                raise DataError("empty document", path, lineno)
-            docs.append(Document(tokens, label - 1))
+    # decoded line by line, so that a byte that is not UTF-8 is reported on its own line
+    reader = csv.reader(line for _, line in text_lines(path))
+    while True:
+        lineno = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DataError(f"malformed CSV ({e})", path, lineno) from None
+        if not row or not any(field.strip() for field in row):
+            continue
+        if len(row) < 2:
+            raise DataError("expected a label and at least one text field", path, lineno)
+        if not row[0].strip().isdigit() or int(row[0]) < 1:
+            raise DataError(f"label {row[0]!r} is not a class number >= 1", path, lineno)
+        label = int(row[0])
+        if num_classes is not None and label > num_classes:
+            raise DataError(f"label {label} but classes.txt lists {num_classes} classes",
+                            path, lineno)
+        tokens = tokenize(clean_text(" ".join(row[1:])))
+        if not tokens:
+            raise DataError("empty document", path, lineno)
+        docs.append(Document(tokens, label - 1))
     if not docs:
         raise DataError("no rows", path)
     return docs
@@ -99,7 +99,7 @@ def read_classes(data_dir: Path) -> list[str] | None:
     path = data_dir / "classes.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for _, line in nonblank_lines(path)]
     if not names:
         raise DataError("no class names", path)
     return names

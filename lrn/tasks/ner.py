@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lrn.modules.crf import CRF
 from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, birnn_from_config, char_ids,
-                            length_buckets, nonblank_lines, pad_batch, pad_chars)
+                            length_buckets, nonblank_lines, pad_batch, pad_chars, text_lines)
 
 SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 _TAG_RE = re.compile(r"^(O|[BIES]-\S+)$")
@@ -59,22 +59,21 @@ def read_conll(path: str | Path) -> list[Sentence]:
             tokens.clear()
             tags.clear()
 
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                flush()
-                continue
-            if fields[0] == "-DOCSTART-":
-                flush()
-                continue
-            if len(fields) < 2:
-                raise DataError(f"expected 'token tag', got {line.strip()!r}", path, lineno)
-            if not _TAG_RE.match(fields[-1]):
-                raise DataError(f"bad tag {fields[-1]!r} (expected O, B-X, I-X, E-X or S-X)",
-                                path, lineno)
-            tokens.append(fields[0])
-            tags.append(fields[-1])
+    for lineno, line in text_lines(path):
+        fields = line.split()
+        if not fields:
+            flush()
+            continue
+        if fields[0] == "-DOCSTART-":
+            flush()
+            continue
+        if len(fields) < 2:
+            raise DataError(f"expected 'token tag', got {line.strip()!r}", path, lineno)
+        if not _TAG_RE.match(fields[-1]):
+            raise DataError(f"bad tag {fields[-1]!r} (expected O, B-X, I-X, E-X or S-X)",
+                            path, lineno)
+        tokens.append(fields[0])
+        tags.append(fields[-1])
     flush()
     if not sentences:
         raise DataError("no sentences", path)

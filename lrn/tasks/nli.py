@@ -57,7 +57,10 @@ def read_snli(path: str | Path) -> list[Pair]:
         if label not in LABELS:
             raise DataError(f"unknown gold_label {label!r} (expected one of {LABELS} or '-')",
                             path, lineno)
-        premise, hypothesis = tokenize(str(row["sentence1"])), tokenize(str(row["sentence2"]))
+        for key in ("sentence1", "sentence2"):
+            if not isinstance(row[key], str):
+                raise DataError(f"{key} must be a string, got {row[key]!r}", path, lineno)
+        premise, hypothesis = tokenize(row["sentence1"]), tokenize(row["sentence2"])
         if not premise or not hypothesis:
             raise DataError("empty sentence", path, lineno)
         pairs.append(Pair(premise, hypothesis, LABELS.index(label)))

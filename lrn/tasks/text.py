@@ -91,16 +91,24 @@ _TOKEN_RE = re.compile(
 _PTB_QUOTES = re.compile(r"``|''")
 
 
-def nonblank_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number from 1, line) for every non-blank line of a UTF-8 text file; a clear
-    DataError when the file is missing."""
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line) for every line of a UTF-8 text file (line ends read as
+    "\\n"); a DataError naming the file (and line) when it is missing or not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield lineno, line
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not UTF-8 text (byte {e.start + 1} of the line)", path, lineno) from None
+            yield lineno, line[:-2] + "\n" if line.endswith("\r\n") else line
+
+
+def nonblank_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``text_lines`` without the blank ones."""
+    return ((lineno, line) for lineno, line in text_lines(path) if line.strip())
 
 
 def tokenize(text: str) -> list[str]:

@@ -56,9 +56,9 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
           resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cell`` on ``task`` into ``out_dir``; returns the content of results.json.
 
-    ``max_minutes`` budgets the time spent in training steps (validation excluded), so
-    that cells compared under one budget get the same optimisation time.  With
-    ``resume``, everything but the step/time limits comes from the run's last checkpoint.
+    ``max_minutes`` budgets the time spent in training steps (validation excluded).  With
+    ``resume``, everything but the step/time limits comes from the run's last checkpoint;
+    ``overrides`` that differ from its settings are refused.
     """
     d = distributed.setup(device)
     task = get_task(task) if isinstance(task, str) else task
@@ -78,6 +78,11 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
         if meta["task"] != task.name or (cell and cell != meta["cell"]):
             raise ValueError(f"{out_dir} holds a {meta['task']}/{meta['cell']} run, not {task.name}/{cell}")
         cell, preset, config = meta["cell"], meta["preset"], dict(meta["config"])
+        # A resumed run keeps its settings; a --set that would change one is refused, not dropped.
+        changed = [f"{k}: {config.get(k)!r} -> {v!r}" for k, v in (overrides or {}).items() if config.get(k) != v]
+        if changed:
+            raise ValueError(f"--resume continues {out_dir} with its own settings; these --set values differ: "
+                             f"{'; '.join(changed)} (start a new run to change them)")
         if max_steps is not None:
             config["max_steps"] = max_steps
     else:
