@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrn.ops import cpu
+from lrn.ops import cpu, fused  # noqa: F401  (fused registers torch.ops.lrn.scan)
 from lrn.ops.reference import lrn_scan_reference
 
 TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5),
@@ -168,6 +168,47 @@ def test_float32_activations_accuracy():
     assert tanh_rel.max() < 4e-7
     assert np.abs(sigmoid - 1 / (1 + np.exp(-exact))).max() < 2e-7
     assert np.isnan(_vectorised(cpu._tanh)(np.array([np.nan], np.float32))).all()
+
+
+def test_float32_activations_saturate_exactly_over_the_whole_range():
+    big = np.array([9.0, 18.0, 1e4, 1e8, 3e38, np.inf], np.float32)
+    x = np.concatenate([big, -big])
+    np.testing.assert_array_equal(_vectorised(cpu._tanh)(x), np.sign(x))
+    # sigmoid(x) = (1 + tanh(x/2)) / 2: exactly 0 and 1 once tanh is exactly -1 and 1
+    np.testing.assert_array_equal(_vectorised(cpu._sigmoid)(x[1:6]), np.ones(5, np.float32))
+    np.testing.assert_array_equal(_vectorised(cpu._sigmoid)(x[7:]), np.zeros(5, np.float32))
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e8, 1e30])
+def test_huge_gates_match_float64(scale):
+    # A sigmoid of -1e8 that is 1e-7 instead of 0, times a v of 1e8, was an error of 10.
+    gen = torch.Generator().manual_seed(7)
+    gates = torch.randn(6, 3, 3 * 8, generator=gen) * scale
+    exact = gates.double().requires_grad_(True)
+    ref_out, _ = lrn_scan_reference(exact)
+    ref_out.sum().backward()
+    ours = gates.clone().requires_grad_(True)
+    out, _ = torch.ops.lrn.scan(ours, None, None, 1, False, True, False, "cpu")
+    out.sum().backward()
+    assert (out.double() - ref_out).abs().max() < 1e-3
+    assert torch.isfinite(ours.grad).all()
+    assert (ours.grad.double() - exact.grad).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("special", [float("inf"), float("-inf"), float("nan")])
+def test_infinities_propagate_as_in_the_reference(special):
+    gates = torch.randn(5, 3, 3 * 8, generator=torch.Generator().manual_seed(1))
+    gates[2, 1, [3, 11, 19]] = special  # q, k and v of one unit: sigmoid(-inf) * -inf is NaN
+    ref_gates = gates.clone().requires_grad_(True)
+    ref_out, _ = lrn_scan_reference(ref_gates)
+    ref_out.sum().backward()
+    ours = gates.clone().requires_grad_(True)
+    out, _ = torch.ops.lrn.scan(ours, None, None, 1, False, True, False, "cpu")
+    out.sum().backward()
+    assert torch.equal(out.isnan(), ref_out.isnan()) and torch.equal(out.isinf(), ref_out.isinf())
+    assert torch.equal(ours.grad.isnan(), ref_gates.grad.isnan())
+    finite = ref_out.isfinite()
+    torch.testing.assert_close(out[finite], ref_out[finite], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("gates,h0,lengths,message", [

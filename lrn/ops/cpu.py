@@ -78,12 +78,16 @@ def _one_minus_square(x):
 
 def _tanh_f32(x):
     # Comparisons written so that NaN falls through unchanged.
-    x = _TANH_CLAMP if x > _TANH_CLAMP else x
-    x = -_TANH_CLAMP if x < -_TANH_CLAMP else x
-    z = x * x
+    c = _TANH_CLAMP if x > _TANH_CLAMP else x
+    c = -_TANH_CLAMP if c < -_TANH_CLAMP else c
+    z = c * c
     p = (((_P4 * z + _P3) * z + _P2) * z + _P1) * z + _ONE32
     q = (((_Q4 * z + _Q3) * z + _Q2) * z + _Q1) * z + _ONE32
-    return x * p / q
+    r = c * p / q
+    # Beyond the clamp float32 tanh is exactly +-1, and the fit is not: 1 - 1e-6 there made
+    # sigmoid(-1e8) = -5e-7 instead of 0, which a large v then turned into garbage.
+    r = _ONE32 if x >= _TANH_CLAMP else r
+    return -_ONE32 if x <= -_TANH_CLAMP else r
 
 
 @overload(_tanh, jit_options=_JIT_OPTIONS)
