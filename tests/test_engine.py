@@ -192,3 +192,43 @@ def test_resume_refuses_settings_that_would_be_ignored(tmp_path):
         train("adding", None, "lrn", preset="tiny", overrides={**FAST, "lr": 0.5}, out_dir=tmp_path / "r",
               max_steps=4, resume=True, progress=False)
     assert run(tmp_path / "r", 4, resume=True)["steps"] == 4  # the same settings: resumed
+
+
+def test_a_run_killed_inside_its_first_checkpoint_write_starts_again(tmp_path):
+    out = tmp_path / "r"
+    (out / "checkpoints" / ".tmp-last-00000003-1").mkdir(parents=True)  # what a kill leaves
+    with pytest.raises(ValueError, match="no complete checkpoint to resume from"):
+        run(out, 3, resume=True)
+    assert run(out, 3)["steps"] == 3  # no manual deletion needed
+    assert not list((out / "checkpoints").glob(".tmp-*"))  # the debris is cleared by the next write
+
+
+def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path):
+    steps = 40
+    whole = run(tmp_path / "whole", steps)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lrn", "train", "adding", "--preset", "tiny", "--cell", "lrn", "--out", str(out),
+           "--no-progress", "--max-steps", str(steps), *[f"--set={k}={v}" for k, v in FAST.items()]]
+    rng = torch.Generator().manual_seed(0)
+    interrupted = 0
+    for _ in range(3):
+        argv = cmd + (["--resume"] if (out / "checkpoints" / "last.json").exists() else [])
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not (out / "checkpoints").exists():  # the run is training and writing checkpoints
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(float(torch.rand(1, generator=rng)) * 0.5)  # anywhere, checkpoint writes included
+        interrupted += proc.poll() is None
+        proc.kill()
+        proc.wait(timeout=60)
+    assert interrupted >= 1  # at least one kill landed mid-run
+    resume = (out / "checkpoints" / "last.json").exists()
+    finished = run(out, steps, resume=resume) if not (out / "results.json").exists() else None
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"] == whole["metrics"] and results["steps"] == steps
+    assert log(out)["train_loss"] == log(tmp_path / "whole")["train_loss"]
+    a = load_checkpoint(tmp_path / "whole", "last").model_state()
+    b = load_checkpoint(out, "last").model_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert finished is None or finished["metrics"] == whole["metrics"]

@@ -70,7 +70,8 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
     if resume:
         checkpoint = load_checkpoint(out_dir, "last")
         if checkpoint is None:
-            raise ValueError(f"{out_dir}: no checkpoint to resume from")
+            raise ValueError(f"{out_dir}: no complete checkpoint to resume from (start the run again "
+                             "without --resume)")
         meta = checkpoint.meta
         if data_dir is None and meta["data_dir"] is not None:
             data_dir = meta["data_dir"]
@@ -87,7 +88,7 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
             config["max_steps"] = max_steps
     else:
         checkpoint = None
-        if (out_dir / "checkpoints").exists() or (out_dir / "results.json").exists():
+        if _holds_a_run(out_dir):
             raise ValueError(f"{out_dir} already holds a run: pass --resume to continue it, "
                              "or choose another --out")
         parse_cell_spec(cell)  # a bad cell name fails before any data is read
@@ -104,8 +105,7 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
     trainer = Trainer(task, data, model, config, d, out_dir=out_dir, cell=cell, preset=preset,
                       data_dir=data_dir, progress=progress)
     with run_lock(out_dir) if d.is_main else contextlib.nullcontext():
-        written = (out_dir / "checkpoints").exists() or (out_dir / "results.json").exists()
-        if checkpoint is None and d.is_main and written:
+        if checkpoint is None and d.is_main and _holds_a_run(out_dir):
             raise ValueError(f"{out_dir} already holds a run (written while this one started): pass --resume "
                              "to continue it, or choose another --out")
         if checkpoint is not None:
@@ -134,6 +134,13 @@ def run_lock(out_dir: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _holds_a_run(out_dir: Path) -> bool:
+    """A finished run or a complete checkpoint; a first checkpoint killed half-written
+    (checkpoints/.tmp-*, no pointer) does not count, so the run simply starts again."""
+    return (out_dir / "results.json").exists() or any(
+        (out_dir / "checkpoints" / f"{slot}.json").exists() for slot in ("last", "best"))
 
 
 def _check_data_dir(task: Task, data_dir: str | Path | None) -> Path | None:
