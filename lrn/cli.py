@@ -126,7 +126,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     print(f"cuda      {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
-    print(f"threads   {torch.get_num_threads()}")
+    from lrn.ops.cpu import thread_count
+
+    print(f"threads   {torch.get_num_threads()} (torch), {thread_count()} (LRN CPU kernels: torch's setting, "
+          "at most NUMBA_NUM_THREADS)")
     print(f"backends  {', '.join(available_backends())}")
     print(f"data      {shared_data_dir() or 'not found (set LRN_DATA)'}")
     return 0

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 
 import numba
 import numpy as np
@@ -131,12 +132,15 @@ def _previous_row(initial, out, d, b, t, n, backwards, h_lo, h_hi, y_lo):
     return out[t + 1 if backwards else t - 1, b, y_lo:y_lo + h_hi - h_lo]
 
 
-def _build_forward(use_tanh: bool, output_gate: bool):
+def _build_forward(use_tanh: bool, output_gate: bool, parallel: bool):
     """Forward kernel with the flags as compile-time constants (runtime flags would leave
     branches in the inner loop and LLVM then vectorises only one variant, or none)."""
 
-    @njit(parallel=True, cache=True, **_JIT_OPTIONS)
+    @njit(parallel=parallel, cache=True, **_JIT_OPTIONS)
     def forward(gates, state, out, lengths, num_directions, reverse, bounds, n_chunks, chunk):
+        if parallel:  # a no-op that makes `parallel` a closure variable: numba's on-disk cache
+            pass      # keys on closure variables, not on njit's arguments, so without it the
+        #               serial and the parallel variant would load each other's machine code
         # gates (T, B, D*G*H); state (D, B, H): holds h0 on entry, h_last on exit;
         # out (T, B, D*H).  Inner loops index slices from 0: an offset index makes numba
         # emit a negative-index check per access, which stops LLVM from vectorising.
@@ -185,12 +189,15 @@ def _build_forward(use_tanh: bool, output_gate: bool):
     return forward
 
 
-def _build_backward(use_tanh: bool, output_gate: bool):
+def _build_backward(use_tanh: bool, output_gate: bool, parallel: bool):
     """Backward kernel with the flags as compile-time constants (see _build_forward)."""
 
-    @njit(parallel=True, cache=True, **_JIT_OPTIONS)
+    @njit(parallel=parallel, cache=True, **_JIT_OPTIONS)
     def backward(grad_out, dstate, gates, out, h0, grad_gates, lengths, num_directions, reverse,
                  bounds, n_chunks, chunk):
+        if parallel:  # a no-op that makes `parallel` a closure variable: numba's on-disk cache
+            pass      # keys on closure variables, not on njit's arguments, so without it the
+        #               serial and the parallel variant would load each other's machine code
         # grad_out (T, B, D*H); dstate (D, B, H): holds grad_h_last on entry, grad_h0 on exit;
         # gates (T, B, D*G*H); out (T, B, D*H); h0 (D, B, H); grad_gates (T, B, D*G*H)
         T, B, _ = gates.shape
@@ -261,10 +268,25 @@ def _build_backward(use_tanh: bool, output_gate: bool):
     return backward
 
 
-# One compiled kernel per (use_tanh, output_gate); numba compiles each on first call.
-_FLAGS = [(use_tanh, output_gate) for use_tanh in (False, True) for output_gate in (False, True)]
+# One compiled kernel per (use_tanh, output_gate, parallel); numba compiles each on first
+# call.  The serial ones (prange is then range) never touch numba's thread pool: they serve
+# one-thread work, torch.set_num_threads(1), and forked children (below).
+_FLAGS = [(use_tanh, output_gate, parallel) for use_tanh in (False, True) for output_gate in (False, True)
+          for parallel in (False, True)]
 _FORWARD = {flags: _build_forward(*flags) for flags in _FLAGS}
 _BACKWARD = {flags: _build_backward(*flags) for flags in _FLAGS}
+
+#: set in a child forked from this process: numba's OpenMP pool does not survive fork()
+#: (GNU OpenMP aborts the child), so a child runs the serial kernels only.
+_FORKED = False
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _SIMD_FLOATS = 16  # one AVX-512 register of float32; chunks stay vector-aligned
 # Below this many (step, sequence, direction, unit) elements (~0.25 ms of work at ~1 ns
@@ -299,22 +321,36 @@ def _batch_slices(lengths: np.ndarray, slices: int) -> np.ndarray:
     return bounds.astype(np.int64)
 
 
-def _launch(kernel, lengths: np.ndarray, num_directions: int, hidden: int, *args) -> None:
-    """kernel(*args, bounds, n_chunks, chunk) on as many threads as the work is worth."""
+def thread_count() -> int:
+    """Threads the kernels may use: torch's setting (``torch.set_num_threads``), at most the
+    numba pool's size (NUMBA_NUM_THREADS), and 1 in a forked child."""
+    if _FORKED:
+        return 1
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _launch(kernels: dict, flags: tuple[bool, bool], lengths: np.ndarray, num_directions: int, hidden: int,
+            *args) -> None:
+    """The (use_tanh, output_gate) kernel, (*args, bounds, n_chunks, chunk), on as many
+    threads as the work is worth and the caller allows; one thread runs the serial kernel."""
     work = int(lengths.sum()) * num_directions * hidden
-    available = numba.get_num_threads()
-    threads = available if work >= _PARALLEL_MIN_ELEMENTS else 1
+    threads = thread_count() if work >= _PARALLEL_MIN_ELEMENTS else 1
     slices = max(1, min(lengths.shape[0], -(-threads // num_directions)))
     bounds = _batch_slices(lengths, slices)
     n_chunks, chunk = _chunking(num_directions * slices, hidden, threads)
-    if threads == available:  # set_num_threads costs ~1 us a call: skip it when it changes nothing
+    kernel = kernels[(*flags, threads > 1)]
+    if threads == 1:
+        kernel(*args, bounds, n_chunks, chunk)
+        return
+    pool = numba.get_num_threads()
+    if threads == pool:  # set_num_threads costs ~1 us a call: skip it when it changes nothing
         kernel(*args, bounds, n_chunks, chunk)
         return
     numba.set_num_threads(threads)
     try:
         kernel(*args, bounds, n_chunks, chunk)
     finally:
-        numba.set_num_threads(available)
+        numba.set_num_threads(pool)
 
 
 _HUGE_PAGE = 2 << 20
@@ -390,7 +426,7 @@ def scan_forward(gates, h0, lengths, num_directions: int, reverse: bool, tanh: b
         _check_shape("h0", h0, (num_directions, B, H))
         h_last = h0.detach().to(gates.dtype, copy=True).contiguous()
     out = _empty(T, B, num_directions * H, dtype=gates.dtype)
-    _launch(_FORWARD[tanh, output_gate], lengths_array, num_directions, H,
+    _launch(_FORWARD, (tanh, output_gate), lengths_array, num_directions, H,
             _np(gates, gates.dtype), h_last.numpy(), out.numpy(), lengths_array,
             num_directions, reverse)
     return out, h_last
@@ -416,7 +452,7 @@ def scan_backward(grad_out, grad_h_last, gates, out, h0, lengths, num_directions
     grad_h0 = grad_h_last.detach().to(gates.dtype, copy=True).contiguous()
     # The gate gradient goes straight into the projection's backward (lrn.ops.linear).
     grad_gates = _empty(T, B, width, dtype=gates.dtype, onednn_backed=gates.dtype == torch.float32)
-    _launch(_BACKWARD[tanh, output_gate], lengths_array, num_directions, H,
+    _launch(_BACKWARD, (tanh, output_gate), lengths_array, num_directions, H,
             _np(grad_out, gates.dtype), grad_h0.numpy(), _np(gates, gates.dtype),
             _np(out, gates.dtype), _np(h0, gates.dtype), grad_gates.numpy(), lengths_array,
             num_directions, reverse)

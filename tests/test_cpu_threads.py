@@ -1,0 +1,86 @@
+"""The CPU kernels inside other people's programs: torch's thread setting, fork() and
+DataLoader workers (run in subprocesses, so that a hang or an abort cannot take pytest down)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from lrn.ops import cpu
+from lrn.ops.reference import lrn_scan_reference
+
+
+def test_kernels_follow_torch_set_num_threads(monkeypatch):
+    called = []
+    spied = {flags: (lambda *a, _k=kernel, _f=flags: (called.append(_f[2]), _k(*a))[1])
+             for flags, kernel in cpu._FORWARD.items()}
+    monkeypatch.setattr(cpu, "_FORWARD", spied)
+    monkeypatch.setattr(cpu, "_PARALLEL_MIN_ELEMENTS", 0)  # tiny work would run serially anyway
+    gates = torch.randn(6, 4, 3 * 16)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cpu.thread_count() == 1
+        out, _ = cpu.scan_forward(gates, None, None, 1, False, True, False)
+        assert called == [False]  # the serial kernel: numba's pool is not touched
+        if cpu.numba.config.NUMBA_NUM_THREADS > 1:
+            torch.set_num_threads(2)
+            cpu.scan_forward(gates, None, None, 1, False, True, False)
+            assert called == [False, True]
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(out, lrn_scan_reference(gates)[0])
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300)
+
+
+# The parent first runs LRN on a size that uses numba's thread pool, as a training script would.
+PARENT = """
+    import os, torch, lrn
+    from lrn.ops import cpu
+    cpu._PARALLEL_MIN_ELEMENTS = 0
+    model = lrn.LRN(32, 64)
+    x = torch.randn(40, 8, 32)
+    model(x)[0].sum().backward()
+"""
+
+
+def test_a_forked_child_runs_lrn_and_exits_0():
+    done = _run(PARENT + """
+    pid = os.fork()
+    if pid == 0:
+        torch.set_num_threads(1)  # torch's own OpenMP pool does not survive fork either
+        out = model(x)[0]
+        out.sum().backward()
+        os._exit(0 if torch.isfinite(out).all() else 3)
+    _, status = os.waitpid(pid, 0)
+    raise SystemExit(os.waitstatus_to_exitcode(status))
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_dataloader_fork_workers_run_lrn():
+    done = _run(PARENT + """
+    import multiprocessing
+    from torch.utils.data import DataLoader, Dataset
+
+    class Encoded(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            with torch.no_grad():
+                return model(x[:, i:i + 1])[0].sum()
+
+    loader = DataLoader(Encoded(), batch_size=2, num_workers=2,
+                        multiprocessing_context=multiprocessing.get_context("fork"))
+    values = torch.cat(list(loader))
+    assert values.shape == (8,) and torch.isfinite(values).all()
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
