@@ -12,8 +12,8 @@ from lrn.analysis.report import MAX_FIGURE_WIDTH, build_report, collect
 from lrn.bench import BenchConfig, run_bench
 
 
-def _results(task, cell, metrics, *, data_dir, layer_norm=False, hidden=8):
-    return {"task": task, "cell": cell, "params": 12345, "preset": "tiny",
+def _results(task, cell, metrics, *, data_dir, layer_norm=False, hidden=8, preset="paper"):
+    return {"task": task, "cell": cell, "params": 12345, "preset": preset,
             "config": {"layer_norm": layer_norm, "seed": 0, "hidden_size": hidden},
             "steps": 3, "time_per_batch_s": 0.0123, "device": "cpu", "data_dir": data_dir,
             "metrics": {"valid": metrics, "test": metrics}}
@@ -57,9 +57,20 @@ def test_tables_put_published_numbers_beside_matching_runs_only(runs, tmp_path):
     assert "88.56" not in row["lrn:activation=identity"]  # an ablation has no published row
     # AG News is not one of the paper's datasets: reference table, not adjacent columns
     assert "not on AG News" in text and "| AmaPolar | Base | lrn | 151K |" in text
-    assert "![training and validation curves at equal steps](figures/curves-ner-conll-2003-tiny-cpu.png)" in text
+    assert "![training and validation curves at equal steps](figures/curves-ner-conll-2003-paper-cpu.png)" in text
     # A text-valued test field is no table column: it is shown once under its table.
     assert "tokenizer (test)" not in text and "tokenizer: `v1`" in text
+
+
+def test_other_presets_get_no_paper_columns(tmp_path):
+    root = tmp_path / "runs"
+    _write(root / "seed0" / "lrn" / "results.json",
+           _results("ner", "lrn", {"f1": 80.0}, data_dir="/d/ner/conll2003", preset="small"))
+    build_report([root], tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| lrn"))
+    assert "88.56" not in row and "are not set beside this preset's" in text
+    assert "## Published numbers" in text and "| CoNLL-2003 | Base | lrn | 129K | 88.56 |" in text
 
 
 def test_html_is_self_contained_and_figures_are_small(runs, tmp_path):

@@ -28,7 +28,7 @@ from PIL import Image
 
 from lrn.analysis.figures import plot_equal_step_curves
 from lrn.analysis.gradients import decay_per_step
-from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PaperRow, paper_rows
+from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PAPER_ROWS, PaperRow, paper_rows
 from lrn.bench import format_markdown, machine_info, plot_report
 from lrn.modules import parse_cell_spec
 from lrn.tasks import get_task
@@ -156,10 +156,11 @@ def _setting(results: dict) -> str:
 
 
 def _paper_row(run: Run) -> PaperRow | None:
-    """The published row of the same task, dataset, setting and cell (plain cells only:
-    an ablation spec such as lrn:activation=identity has no published row)."""
+    """The published row of the same task, dataset, setting and cell, for a run of the
+    paper's preset (plain cells only: an ablation spec such as lrn:activation=identity has
+    no published row)."""
     name, kwargs = parse_cell_spec(run.results["cell"])
-    if set(kwargs) - {"layer_norm"} or run.dataset is None:
+    if set(kwargs) - {"layer_norm"} or run.dataset is None or run.results.get("preset") != "paper":
         return None
     for row in paper_rows(run.results["task"], run.dataset):
         if row.cell == name and row.setting == _setting(run.results):
@@ -310,7 +311,10 @@ def _task_section(key: tuple, runs: list[Run], compares: list[tuple[Path, dict]]
         out += [", ".join(f"{k}: `{v}`" for k, v in sorted(notes.items())), ""]
     published = paper_rows(task)
     matched = any(_paper_row(r) for r in runs)
-    if matched:
+    if published and preset != "paper":
+        out.append("The paper's numbers come from its full-size models and budgets (`--preset paper`): they "
+                   "are not set beside this preset's, and are listed under Published numbers at the end.")
+    elif matched:
         out.append("Paper columns: the published result of the same cell, dataset and setting; "
                    "the paper's times are seconds per training batch on the authors' GPU with "
                    "their batch sizes, so compare times between cells, not with ours.")
@@ -439,6 +443,11 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
         for key, runs in _group_runs(found.runs).items():
             paths = {run.path for run in runs}
             lines += _task_section(key, runs, [(p, c) for p, c in found.compares if p in paths], figures)
+        shown = sorted({key[0] for key in _group_runs(found.runs) if key[2] != "paper"} & {r.task for r in PAPER_ROWS})
+        if shown:
+            lines += ["## Published numbers", "", f"{CITATION}: the paper's full-size models and budgets.", ""]
+            for task in shown:
+                lines += [f"{TASK_TITLES.get(task, task)}:", "", reference_table(paper_rows(task)), ""]
     if found.benches:
         lines += ["## Speed", ""]
         for i, (path, bench) in enumerate(found.benches):
