@@ -40,7 +40,7 @@ def test_reader_fields_labels_and_quoting(tmp_path):
     ('"9","title","body"', "label 9 but classes.txt lists 4 classes"),
     ('"2"', "expected a label and at least one text field"),
     ('"2","",""', "empty document"),
-    ('"2","caf\xe9","x"', "not UTF-8 text"),
+    ('"2","caf\xe9","x"', "not valid UTF-8"),
 ])
 def test_reader_errors_name_file_and_line(tmp_path, row, what):
     f = tmp_path / "bad.csv"

@@ -105,7 +105,7 @@ def test_reader_formats(tmp_path):
     ("John B-PER\nlives\n", 2, "expected 'token tag'"),
     ("John B-PER\nlives X-PER\n", 2, "bad tag 'X-PER'"),
     ("John PER\n", 1, "bad tag 'PER'"),
-    ("John B-PER\n\nM\xfcller B-PER\n", 3, r"not UTF-8 text \(byte 2"),
+    ("John B-PER\n\nM\xfcller B-PER\n", 3, r"not valid UTF-8 \(byte 2"),
 ])
 def test_reader_errors_name_file_and_line(tmp_path, text, line, what):
     bad = tmp_path / "bad.txt"

@@ -44,7 +44,7 @@ def test_reader_drops_unlabelled_and_tokenises_every_split_alike(tmp_path):
     ('{"sentence1": "...", "sentence2": "  ", "gold_label": "neutral"}', "empty sentence"),
     ('{"sentence1": 5, "sentence2": "b", "gold_label": "neutral"}', "sentence1 must be a string, got 5"),
     ('{"sentence1": "a", "sentence2": null, "gold_label": "neutral"}', "sentence2 must be a string, got None"),
-    ('{"sentence1": "caf\xe9", "sentence2": "b", "gold_label": "neutral"}', r"not UTF-8 text \(byte 19"),
+    ('{"sentence1": "caf\xe9", "sentence2": "b", "gold_label": "neutral"}', r"not valid UTF-8 \(byte 19"),
 ])
 def test_reader_errors_name_file_and_line(tmp_path, line, what):
     f = tmp_path / "bad.jsonl"

@@ -295,3 +295,12 @@ def test_cli_predict_answers_from_a_trained_run(squad_dir: Path, tmp_path: Path,
     assert main(["predict", "rc", str(tmp_path), "--context", str(context_file),
                  "--question", "Why?"]) == 2
     assert "no checkpoint found" in capsys.readouterr().err
+
+
+def test_squad_file_that_is_not_utf8_is_named(tmp_path):
+    from lrn.tasks.rc import read_squad
+
+    path = tmp_path / "train.json"
+    path.write_bytes(b'{"data": [{"title": "caf\xe9"}]}')
+    with pytest.raises(DataError, match=r"train.json: not valid UTF-8 \(byte 25 of the file\)"):
+        read_squad(path)

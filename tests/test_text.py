@@ -116,7 +116,7 @@ def test_non_utf8_lines_are_named_by_file_and_line(tmp_path):
 
     path = tmp_path / "x.txt"
     path.write_bytes(b"fine\r\n\nab\xfecd\n")
-    with pytest.raises(DataError, match=r"x.txt:3: not UTF-8 text \(byte 3 of the line\)"):
+    with pytest.raises(DataError, match=r"x.txt:3: not valid UTF-8 \(byte 3 of the line\)"):
         list(text_lines(path))
     path.write_bytes(b"fine\r\n\nok\n")
     assert list(text_lines(path)) == [(1, "fine\n"), (2, "\n"), (3, "ok\n")]

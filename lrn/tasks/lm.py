@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from lrn.modules import detach_state
 from lrn.tasks.base import DataError, Task, register
-from lrn.tasks.text import UNK, Vocab, log_unigram, make_rnn_from_spec
+from lrn.tasks.text import UNK, Vocab, log_unigram, make_rnn_from_spec, text_lines
 
 EOS = "<eos>"
 SPLITS = ("train", "valid", "test")
@@ -108,16 +108,11 @@ def find_split_files(data_dir: Path) -> tuple[str, dict[str, Path]]:
 def read_tokens(path: Path) -> list[str]:
     """Every word of ``path``, with ``<eos>`` after each line."""
     tokens: list[str] = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path, number) from None
-            if "\x00" in line:
-                raise DataError("NUL byte in a text line (binary file?)", path, number)
-            tokens.extend(line.split())
-            tokens.append(EOS)
+    for number, line in text_lines(path):
+        if "\x00" in line:
+            raise DataError("NUL byte in a text line (binary file?)", path, number)
+        tokens.extend(line.split())
+        tokens.append(EOS)
     if not any(t != EOS for t in tokens):
         raise DataError("empty split: no words", path)
     return tokens

@@ -30,7 +30,7 @@ from lrn.modules import parse_cell_spec
 from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.beam import beam_search, greedy_search
 from lrn.tasks.mt_model import Seq2Seq
-from lrn.tasks.text import length_buckets, log_unigram, pad_batch
+from lrn.tasks.text import length_buckets, log_unigram, pad_batch, text_lines
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0..3 in every BPE vocabulary
@@ -72,17 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # --------------------------------------------------------------------- data
 def read_lines(path: Path) -> list[str]:
     """UTF-8 lines with surrounding whitespace stripped and inner runs collapsed."""
-    if not path.is_file():
-        raise DataError("file not found", path)
-    lines = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataError("not valid UTF-8", path, lineno) from None
-            lines.append(" ".join(text.split()))
-    return lines
+    return [" ".join(line.split()) for _, line in text_lines(path)]
 
 
 def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from lrn.modules import parse_cell_spec
 from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.rc_model import RCBatch, RNet, best_spans
-from lrn.tasks.text import Vocab, char_ids, length_buckets, load_glove, pad_batch, tokenize
+from lrn.tasks.text import Vocab, char_ids, length_buckets, load_glove, pad_batch, text_lines, tokenize
 
 # ---------------------------------------------------------------- SQuAD v1.1 metrics
 
@@ -142,6 +142,8 @@ def read_squad(path: Path) -> list[list[dict]]:
         raise DataError("SQuAD file not found", path) from None
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON: {err.msg}", path, err.lineno) from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"not valid UTF-8 (byte {err.start + 1} of the file)", path) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise DataError('not SQuAD v1.1 JSON: no top-level "data" list', path)
     articles = []
@@ -445,7 +447,7 @@ def predict_command(args: argparse.Namespace) -> int:
     path = Path(args.context)
     if not path.is_file():
         raise DataError("context file not found", path)
-    context = path.read_text(encoding="utf-8")
+    context = "".join(line for _, line in text_lines(path))
     if not context.strip():
         raise DataError("context file is empty", path)
     task, config, data, model = load_reader(args.run_dir, args.device)

@@ -102,7 +102,7 @@ def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"not UTF-8 text (byte {e.start + 1} of the line)", path, lineno) from None
+                raise DataError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path, lineno) from None
             yield lineno, line[:-2] + "\n" if line.endswith("\r\n") else line
 
 
@@ -213,27 +213,26 @@ def load_glove(path: str | Path, vocab: Vocab, dim: int,
         for i, tok in enumerate(vocab.itos):
             if tok.lower() != tok:
                 by_lower.setdefault(tok.lower(), []).append(i)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.rstrip("\n").rstrip(" ").split(" ")
-            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue  # word2vec-style "count dim" header
-            if len(parts) != dim + 1:
-                raise DataError(
-                    f"expected a word and {dim} numbers, got {len(parts) - 1} values", path, lineno)
-            try:
-                vec = torch.tensor([float(x) for x in parts[1:]])
-            except ValueError:
-                raise DataError("non-numeric embedding value", path, lineno) from None
-            exact = vocab.stoi.get(parts[0])
-            if exact is not None:
-                weights[exact] = vec
-                exact_hits.add(exact)
-            # "Paris" takes the vector of "paris" unless "Paris" itself is in the file.
-            for i in by_lower.get(parts[0], ()):
-                if i not in exact_hits:
-                    weights[i] = vec
-                    fallback_hits.add(i)
+    for lineno, line in text_lines(path):
+        parts = line.rstrip("\n").rstrip(" ").split(" ")
+        if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            continue  # word2vec-style "count dim" header
+        if len(parts) != dim + 1:
+            raise DataError(
+                f"expected a word and {dim} numbers, got {len(parts) - 1} values", path, lineno)
+        try:
+            vec = torch.tensor([float(x) for x in parts[1:]])
+        except ValueError:
+            raise DataError("non-numeric embedding value", path, lineno) from None
+        exact = vocab.stoi.get(parts[0])
+        if exact is not None:
+            weights[exact] = vec
+            exact_hits.add(exact)
+        # "Paris" takes the vector of "paris" unless "Paris" itself is in the file.
+        for i in by_lower.get(parts[0], ()):
+            if i not in exact_hits:
+                weights[i] = vec
+                fallback_hits.add(i)
     if PAD in vocab:
         weights[vocab.pad_id] = 0.0
     return weights, len(exact_hits | fallback_hits)
