@@ -276,3 +276,14 @@ def test_torch_compile_agrees(backend):
     (grad,) = torch.autograd.grad(out.sum(), x)
     (ref_grad,) = torch.autograd.grad(ref_out.sum(), x)
     torch.testing.assert_close(grad, ref_grad)
+
+
+def test_an_empty_batch_gives_empty_outputs_as_nn_gru():
+    for batch_first in (False, True):
+        model, gru = lrn.LRN(4, 5, num_layers=2, bidirectional=True, batch_first=batch_first), torch.nn.GRU(
+            4, 5, num_layers=2, bidirectional=True, batch_first=batch_first)
+        x = torch.randn(0, 3, 4) if batch_first else torch.randn(3, 0, 4)
+        (out, h), (gru_out, gru_h) = model(x), gru(x)
+        assert out.shape == gru_out.shape and h.shape == gru_h.shape
+    cell, gru_cell = lrn.LRNCell(4, 5), torch.nn.GRUCell(4, 5)
+    assert cell(torch.randn(0, 4)).shape == gru_cell(torch.randn(0, 4)).shape == (0, 5)

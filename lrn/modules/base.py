@@ -205,8 +205,6 @@ class RecurrentLayer(nn.Module):
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
         T, B = x.shape[0], x.shape[1]
-        if B == 0:
-            raise ValueError(f"{name}: batch size must be at least 1, got 0")
         if T == 0:
             raise ValueError(f"{name}: sequence length must be at least 1, got 0")
         expected = (self.num_layers * self.num_directions, B, self.hidden_size)
@@ -227,6 +225,10 @@ class RecurrentLayer(nn.Module):
 
         layer_input, finals = x, []
         D = self.num_directions
+        if B == 0:  # as nn.GRU: empty outputs (an empty batch can come from a filter or a split)
+            output = x.new_zeros(T, 0, D * self.hidden_size)
+            h_n = x.new_zeros(self.num_layers * D, 0, self.hidden_size)
+            return (output.transpose(0, 1) if self.batch_first else output), h_n
         for layer in range(self.num_layers):
             gates = self.layer_projection(layer_input, layer)  # (T, B, D*G*H)
             h0 = None if hx is None else hx[layer * D:(layer + 1) * D]

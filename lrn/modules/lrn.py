@@ -115,8 +115,6 @@ class LRNCell(nn.Module):
                              f"({input.dtype}, {input.device})")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)  # (B, in)
-        if x.shape[0] == 0:
-            raise ValueError("LRNCell: batch size must be at least 1, got 0")
         h0 = None
         if hx is not None:
             h = hx if batched else hx.unsqueeze(0)
@@ -127,6 +125,8 @@ class LRNCell(nn.Module):
                 raise ValueError(f"LRNCell: hx must match the input's dtype and device "
                                  f"({x.dtype}, {x.device}), got ({h.dtype}, {h.device})")
             h0 = h.unsqueeze(0)  # (1, B, H)
+        if x.shape[0] == 0:  # as nn.GRUCell: an empty batch gives an empty state
+            return x.new_zeros(0, self.hidden_size)
         gates = gate_projection(x, self.weight_ih, self.bias_ih, self.ln_weight, self.ln_bias,
                                 self.hidden_size)  # (B, G*H)
         _, h_last = lrn_scan(gates.unsqueeze(0), h0, None, 1, False, self.activation,
