@@ -54,6 +54,9 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """The concrete backend that ``backend`` means for tensors of this device and dtype."""
     check_backend(backend)
@@ -92,6 +95,13 @@ def lrn_scan(
     """The recurrence on packed gates (layout in lrn/ops/reference.py), without argument checks:
     the modules and ``lrn_recurrence`` check before calling.  ``recurrent_gates=False`` is the
     ablation whose gates ignore h_{t-1}; only the reference backend implements it."""
+    if (backend == "auto" and gates.device.type == "cpu" and gates.dtype in _HALF_DTYPES
+            and recurrent_gates and _installed("numba") and not torch.compiler.is_exporting()):
+        # bfloat16 / float16 on the CPU: the float32 kernel, with the casts in the graph (the
+        # reference loop in half precision is several times slower, and less accurate)
+        out, h_last = lrn_scan(gates.float(), None if h0 is None else h0.float(), lengths, num_directions,
+                               reverse, activation, output_gate, "cpu")
+        return out.to(gates.dtype), h_last.to(gates.dtype)
     concrete = resolve_backend(backend, gates.device, gates.dtype)
     # torch.export / ONNX see the reference decomposition: exporters know no custom op.
     if concrete == "reference" or not recurrent_gates or torch.compiler.is_exporting():

@@ -287,3 +287,24 @@ def test_an_empty_batch_gives_empty_outputs_as_nn_gru():
         assert out.shape == gru_out.shape and h.shape == gru_h.shape
     cell, gru_cell = lrn.LRNCell(4, 5), torch.nn.GRUCell(4, 5)
     assert cell(torch.randn(0, 4)).shape == gru_cell(torch.randn(0, 4)).shape == (0, 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_cpu_runs_the_float32_kernel(dtype, monkeypatch):
+    from lrn.ops import fused
+
+    torch.manual_seed(0)
+    model = lrn.LRN(8, 16, num_layers=2, bidirectional=True)
+    x = torch.randn(7, 3, 8)
+    expected, _ = model(x)
+    half = lrn.LRN(8, 16, num_layers=2, bidirectional=True).to(dtype)
+    half.load_state_dict(model.state_dict())
+    calls = []
+    original = fused.scan
+    monkeypatch.setattr(fused, "scan", lambda *a: (calls.append(a[0].dtype), original(*a))[1])
+    xh = x.to(dtype).requires_grad_(True)
+    out, h = half(xh)
+    assert out.dtype == h.dtype == dtype and calls and set(calls) == {torch.float32}
+    torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
+    out.float().sum().backward()
+    assert xh.grad.dtype == dtype and torch.isfinite(xh.grad.float()).all()
