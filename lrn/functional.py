@@ -103,8 +103,10 @@ def lrn_scan(
                                reverse, activation, output_gate, "cpu")
         return out.to(gates.dtype), h_last.to(gates.dtype)
     concrete = resolve_backend(backend, gates.device, gates.dtype)
-    # torch.export / ONNX see the reference decomposition: exporters know no custom op.
-    if concrete == "reference" or not recurrent_gates or torch.compiler.is_exporting():
+    # torch.export / ONNX see the reference decomposition: exporters know no custom op; and
+    # torch.func's transforms (vmap, grad, jacrev...) need plain torch ops they can transform.
+    if (concrete == "reference" or not recurrent_gates or torch.compiler.is_exporting()
+            or torch._C._are_functorch_transforms_active()):
         return lrn_scan_reference(
             gates, h0, lengths, num_directions=num_directions, reverse=reverse,
             activation=activation, output_gate=output_gate, recurrent_gates=recurrent_gates,

@@ -308,3 +308,21 @@ def test_half_precision_on_cpu_runs_the_float32_kernel(dtype, monkeypatch):
     torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
     out.float().sum().backward()
     assert xh.grad.dtype == dtype and torch.isfinite(xh.grad.float()).all()
+
+
+def test_torch_func_grad_and_vmap():
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = lrn.LRN(8, 16, num_layers=2)
+    x = torch.randn(5, 70, 8)  # 70 sequences: the fused kernels' sizes in eager mode
+    params = dict(model.named_parameters())
+    got = grad(lambda p: functional_call(model, p, (x,))[0].square().sum())(params)
+    expected = torch.autograd.grad(model(x)[0].square().sum(), list(params.values()))
+    for (name, g), e in zip(got.items(), expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5, msg=name)
+    # vmap over the batch dimension: each sequence alone, the same as the batch
+    out = vmap(lambda seq: model(seq.unsqueeze(1))[0].squeeze(1), in_dims=1, out_dims=1)(x)
+    torch.testing.assert_close(out, model(x)[0], rtol=1e-5, atol=1e-5)
+    cell = lrn.LRNCell(8, 16)
+    torch.testing.assert_close(vmap(cell)(x[0]), cell(x[0]), rtol=1e-5, atol=1e-5)
