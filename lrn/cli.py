@@ -38,15 +38,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="lm, ner, nli, doc, mt, rc or adding")
     p.add_argument("--data", help="dataset directory (not needed by the generated adding task)")
     p.add_argument("--preset", default="small", choices=PRESETS,
-                   help="tiny: seconds (CI); small: minutes on 2 CPU cores; anchor: a published baseline's "
-                        "configuration (lm on PTB: Zaremba et al. 2014); paper: the authors' settings")
+                   help="tiny: seconds (CI); small: minutes on 2 CPU cores (the default); anchor: a published "
+                        "baseline's configuration (lm on PTB: Zaremba et al. 2014); paper: the authors' settings. "
+                        "`lrn presets TASK --preset P` lists every setting")
     p.add_argument("--layer-norm", action="store_true", help="layer normalisation in the recurrent cells")
     p.add_argument("--embeddings", metavar="FILE",
                    help="GloVe-format text file to initialise word embeddings (ner, nli, doc, rc)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting of the preset (repeatable), e.g. --set lr=0.5")
+                   help="override one setting of the preset (repeatable), e.g. --set lr=0.5; "
+                        "`lrn presets TASK` lists the keys")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -109,6 +111,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lrn.demo import run_demo
 
     run_demo(out_dir=args.out, seconds=args.seconds, plot=args.plot, progress=not args.no_progress)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lrn.tasks import get_task
+    from lrn.train.config import ENGINE_KEYS, resolve_config
+
+    task = get_task(args.task)
+    data = None if args.data is None else Path(args.data)
+    config = resolve_config(task, args.preset, data, None, 0)
+    print(f"# {task.name}, preset {args.preset}: every setting --set KEY=VALUE accepts, with its value here")
+    for key in sorted(config):
+        print(f"{key} = {json.dumps(config[key])}")
+    unset = sorted(ENGINE_KEYS - set(config))
+    if unset:
+        print(f"# also accepted, unset in this preset: {', '.join(unset)}")
     return 0
 
 
@@ -210,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default DIR/learning_curves.png, or ./lrn-demo.png without --out)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    from lrn.train import PRESETS
+
+    p = sub.add_parser("presets", help="every setting of a task's preset (what --set accepts), with its value")
+    p.add_argument("task", help="lm, ner, nli, doc, mt, rc or adding")
+    p.add_argument("--preset", default="small", choices=PRESETS, help="(default: small)")
+    p.add_argument("--data", help="dataset directory, for presets that depend on the data (lm: PTB or WikiText-2)")
+    p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("info", help="versions and available LRN backends")
     p.set_defaults(func=cmd_info)

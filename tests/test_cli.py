@@ -192,3 +192,14 @@ def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch):
     with pytest.raises(OSError):
         cli.main(["train", "adding", "--cell", "lrn", "--max-steps", "1", "--out", str(tmp_path / "file" / "run"),
                   *TINY])
+
+
+def test_presets_lists_every_setting_set_accepts(capsys):
+    assert cli.main(["presets", "adding", "--preset", "tiny"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# adding, preset tiny")
+    settings = dict(line.split(" = ", 1) for line in lines if not line.startswith("#"))
+    assert lines[-1].startswith("# also accepted, unset in this preset:") and "momentum" in lines[-1]
+    assert settings["lr"] == "0.01" and "batch_size" in settings and settings["seed"] == "0"
+    err = _error(capsys, ["presets", "ner", "--preset", "anchor"])
+    assert "no 'anchor' preset" in err
