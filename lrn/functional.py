@@ -103,6 +103,9 @@ def lrn_scan(
                                reverse, activation, output_gate, "cpu")
         return out.to(gates.dtype), h_last.to(gates.dtype)
     concrete = resolve_backend(backend, gates.device, gates.dtype)
+    if not recurrent_gates and backend in ("cpu", "triton"):
+        raise ValueError(f"backend {backend!r} has no recurrent_gates=False variant (the ablation runs on "
+                         "backend 'reference' or 'auto')")
     # torch.export / ONNX see the reference decomposition: exporters know no custom op; and
     # torch.func's transforms (vmap, grad, jacrev...) need plain torch ops they can transform.
     if (concrete == "reference" or not recurrent_gates or torch.compiler.is_exporting()

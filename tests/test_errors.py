@@ -88,3 +88,9 @@ def test_cell_errors():
     raises(r"input.size\(-1\) must be equal to input_size. Expected 3, got 2", cell, torch.randn(5, 2))
     raises(r"Expected hidden size \(5, 4\), got \[5, 3\]", cell, torch.randn(5, 3), torch.randn(5, 3))
     raises(r"Expected input to be 1D or 2D", cell, torch.randn(1, 5, 3))
+
+
+def test_a_backend_that_cannot_serve_the_ablation_says_so():
+    raises(r"backend 'cpu' has no recurrent_gates=False variant", lrn.LRN(3, 4, recurrent_gates=False, backend="cpu"),
+           torch.randn(2, 1, 3))
+    lrn.LRN(3, 4, recurrent_gates=False)(torch.randn(2, 1, 3))  # auto: the reference serves it
