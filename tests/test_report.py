@@ -150,3 +150,22 @@ def test_readme_block_says_tie_or_difference_from_the_seeds(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="needs exactly one"):
         build_report([root], tmp_path / "out", readme=readme)
+
+
+def test_a_comparison_brings_its_speed_time_to_quality_and_headline(tmp_path):
+    from lrn.analysis.report import README_BEGIN, README_END
+    from lrn.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "adding", "--preset", "tiny", "--cells", "lstm,lrn", "--seeds", "0,1,2", "--max-steps",
+                 "4", "--speed-steps", "4", "--out", str(out), "--no-progress", "--set", "batches_per_epoch=5",
+                 "--set", "valid_size=32", "--set", "test_size=32", "--set", "eval_every=2"]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    build_report([out], tmp_path / "report", readme=readme)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Speed, measured apart by `lrn compare` (`cmp`)" in text and "| lrn |" in text
+    assert "Time to quality" in text and "![time to quality](figures/ttq-" in text
+    assert list((tmp_path / "report" / "figures").glob("ttq-*.png"))
+    line = readme.read_text().splitlines()[1]
+    assert "lstm" in line and "lrn" in line and "Training step, measured apart: LRN" in line

@@ -26,7 +26,7 @@ import markdown
 import torch
 from PIL import Image
 
-from lrn.analysis.figures import plot_equal_step_curves
+from lrn.analysis.figures import plot_equal_step_curves, plot_time_to_quality
 from lrn.analysis.gradients import decay_per_step
 from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PAPER_ROWS, PaperRow, paper_rows
 from lrn.bench import format_markdown, machine_info, plot_report
@@ -337,11 +337,38 @@ def _task_section(key: tuple, runs: list[Run], compares: list[tuple[Path, dict]]
         if summary.get("time_to_quality"):
             out += ["Time to quality: validation steps to reach the reference's final metric x the measured "
                     "time per step:", "", time_to_quality_table(summary)]
-        ttq_png = path.parent / "time_to_quality.png"
-        if ttq_png.is_file():
-            png = _save_small_png(ttq_png, figures / f"ttq-{slug}.png")
-            out += ["", f"![time to quality]({png.parent.name}/{png.name})"]
+            png = _time_to_quality_plot(runs, path, summary, figures / f"ttq-{slug}.png",
+                                        f"{task} {dataset} ({preset}), mean over seeds")
+            if png is not None:
+                out += ["", f"![time to quality]({png.parent.name}/{png.name})"]
     return out + [""]
+
+
+def _compares_of(runs: list[Run], found: Found) -> list[tuple[Path, dict]]:
+    """The compare.json files (with a speed measurement) that hold any of ``runs``."""
+    return [(path, summary) for path, summary in found.compares
+            if any(r.run_dir is not None and path.parent in r.run_dir.parents for r in runs)]
+
+
+def _logs_under(runs: list[Run], root: Path) -> dict[tuple, dict]:
+    """log.json of each (seed, cell) run below ``root`` that kept one."""
+    return {(r.results["config"]["seed"], r.results["cell"]): _read_json(r.run_dir / "log.json")
+            for r in runs if r.run_dir is not None and root in r.run_dir.parents
+            and (r.run_dir / "log.json").is_file()}
+
+
+def _time_to_quality_plot(runs: list[Run], path: Path, summary: dict, target: Path, title: str) -> Path | None:
+    """The validation metric against estimated training time, redrawn from the runs' logs
+    and the comparison's measured time per step."""
+    logs = _logs_under(runs, path.parent)
+    logged = [r.results for r in runs if (r.results["config"]["seed"], r.results["cell"]) in logs]
+    per_cell = summary["speed"]["per_cell"]
+    logged = [r for r in logged if r["cell"] in per_cell]
+    if not logged:
+        return None
+    curves = mean_curves(summarise(logged[0]["task"], logged), logs)
+    seconds = {cell: per_cell[cell]["median_s"] for cell in curves}
+    return plot_time_to_quality(curves, seconds, summary["time_to_quality"], target, title)
 
 
 def _anchor_lines(task: str, dataset: str, preset: str) -> list[str]:
@@ -441,8 +468,7 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
                   "with other work; the speed tables below are measured apart.", ""]
         lines += ["In short:", ""] + headline_lines(found) + [""]
         for key, runs in _group_runs(found.runs).items():
-            paths = {run.path for run in runs}
-            lines += _task_section(key, runs, [(p, c) for p, c in found.compares if p in paths], figures)
+            lines += _task_section(key, runs, _compares_of(runs, found), figures)
         shown = sorted({key[0] for key in _group_runs(found.runs) if key[2] != "paper"} & {r.task for r in PAPER_ROWS})
         if shown:
             lines += ["## Published numbers", "", f"{CITATION}: the paper's full-size models and budgets.", ""]
@@ -502,8 +528,7 @@ def headline_lines(found: Found) -> list[str]:
         verdict = _verdict(values["lrn"], values[REFERENCE_CELL], get_task(task).higher_is_better)
         line = (f"- {TASK_TITLES.get(task, task)}, {dataset}, preset {preset}, {steps} steps: test {primary} "
                 f"{cells}. LRN vs {REFERENCE_CELL.upper()}: {verdict}.")
-        paths = {run.path for run in runs}
-        for _path, summary in (c for c in found.compares if c[0] in paths):
+        for _path, summary in _compares_of(runs, found):
             per_cell = summary["speed"]["per_cell"]
             if "lrn" in per_cell and REFERENCE_CELL in per_cell:
                 ratio = per_cell["lrn"]["median_s"] / per_cell[REFERENCE_CELL]["median_s"]
