@@ -326,3 +326,18 @@ def test_torch_func_grad_and_vmap():
     torch.testing.assert_close(out, model(x)[0], rtol=1e-5, atol=1e-5)
     cell = lrn.LRNCell(8, 16)
     torch.testing.assert_close(vmap(cell)(x[0]), cell(x[0]), rtol=1e-5, atol=1e-5)
+
+
+def test_double_backward_through_the_layer_in_float32():
+    # a gradient penalty: d/dW of ||d loss / d x||^2, through the fused projection and kernel
+    torch.manual_seed(0)
+    model = lrn.LRN(8, 16, bidirectional=True)
+    x = torch.randn(6, 70, 8, requires_grad=True)
+    (gx,) = torch.autograd.grad(model(x)[0].square().sum(), x, create_graph=True)
+    penalty = torch.autograd.grad(gx.square().sum(), model.weight_ih_l0)[0]
+    reference = lrn.LRN(8, 16, bidirectional=True, backend="reference").double()
+    reference.load_state_dict(model.state_dict())
+    xd = x.detach().double().requires_grad_(True)
+    (gxd,) = torch.autograd.grad(reference(xd)[0].square().sum(), xd, create_graph=True)
+    expected = torch.autograd.grad(gxd.square().sum(), reference.weight_ih_l0)[0]
+    torch.testing.assert_close(penalty.double(), expected, rtol=1e-3, atol=1e-4)

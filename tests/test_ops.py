@@ -41,6 +41,25 @@ def test_op_gradients_match_reference(backend):
 
 
 @pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")
+@pytest.mark.parametrize("variant", [dict(), dict(h0=False, lengths=False, D=1, output_gate=False)])
+def test_double_backward(variant, monkeypatch):
+    gates, h0, lengths, D, reverse, tanh, og, backend = scan_args("cpu", **variant)
+    inputs = tuple(t.detach().double().requires_grad_(True) for t in (gates, h0) if t is not None)
+
+    def scan(*tensors):
+        return fused.scan(tensors[0], tensors[1] if len(tensors) > 1 else None, lengths, D, reverse, tanh, og, "cpu")
+
+    assert torch.autograd.gradgradcheck(scan, inputs)
+    # a plain backward still runs the fused kernel's backward, not the reference
+    calls = []
+    original = fused.scan_backward
+    monkeypatch.setattr(fused, "scan_backward", lambda *a: (calls.append(1), original(*a))[1])
+    out, h_last = scan(*inputs)
+    (out.sum() + h_last.sum()).backward()
+    assert calls == [1]
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")
 def test_eager_inference_runs_the_kernel_without_the_op(monkeypatch):
     gates, h0, lengths, D, reverse, tanh, og, backend = scan_args("cpu")
     with torch.no_grad():

@@ -87,6 +87,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, grad_h_last):
     gates, out, h0, lengths = ctx.saved_tensors
     num_directions = ctx.flags[0]
+    if torch.is_grad_enabled():
+        return _differentiable_backward(ctx, gates, h0, lengths, grad_out, grad_h_last)
     if grad_out is None:
         grad_out = torch.zeros_like(out)
     if grad_h_last is None:
@@ -95,6 +97,28 @@ def _backward(ctx, grad_out, grad_h_last):
     grad_gates, grad_h0 = scan_backward(grad_out, grad_h_last, gates, out, h0 if ctx.h0_given else None,
                                         lengths, *ctx.flags)
     return grad_gates, (grad_h0 if ctx.h0_given else None), None, None, None, None, None, None
+
+
+def _differentiable_backward(ctx, gates, h0, lengths, grad_out, grad_h_last):
+    """The backward of ``backward(create_graph=True)`` (double backward, Hessian-vector
+    products): the same gradients through the reference recurrence, whose graph autograd
+    can differentiate again.  The fused kernels' backward has no derivative of its own."""
+    from lrn.ops.reference import lrn_scan_reference
+
+    num_directions, reverse, tanh, output_gate, _ = ctx.flags
+    h0 = h0 if ctx.h0_given else None
+    with torch.enable_grad():
+        inputs = [gates] + ([h0] if h0 is not None else [])
+        if not all(t.requires_grad for t in inputs):  # a saved input outside any graph
+            inputs = [t.detach().requires_grad_(True) for t in inputs]
+        out, h_last = lrn_scan_reference(inputs[0], inputs[1] if h0 is not None else None, lengths,
+                                         num_directions=num_directions, reverse=reverse,
+                                         activation="tanh" if tanh else "identity", output_gate=output_gate)
+        outputs, grads = zip(*[(o, g) for o, g in ((out, grad_out), (h_last, grad_h_last)) if g is not None])
+        found = torch.autograd.grad(outputs, inputs, grads, create_graph=True, allow_unused=True)
+    grad_gates = found[0] if found[0] is not None else torch.zeros_like(gates)
+    grad_h0 = (found[1] if found[1] is not None else torch.zeros_like(h0)) if h0 is not None else None
+    return grad_gates, grad_h0, None, None, None, None, None, None
 
 
 scan.register_autograd(_backward, setup_context=_setup_context)

@@ -79,6 +79,9 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: plain products autograd can differentiate
+            want_b = ctx.has_bias and ctx.needs_input_grad[2]
+            return grad @ weight, grad.t() @ x, grad.sum(0) if want_b else None
         grad = grad.contiguous()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
