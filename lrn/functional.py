@@ -125,11 +125,12 @@ def lrn_scan(
 
 
 def _eager_inference(gates: torch.Tensor, h0: torch.Tensor | None) -> bool:
-    """True when no autograd graph, tracer or tensor subclass needs the custom op."""
+    """True when no autograd graph, tracer (torch.compile, torch.jit.trace) or tensor
+    subclass needs the custom op."""
     if torch.is_grad_enabled() and (gates.requires_grad or (h0 is not None and h0.requires_grad)):
         return False
     return (type(gates) is torch.Tensor and (h0 is None or type(h0) is torch.Tensor)
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
 
 
 def check_lengths(lengths: torch.Tensor, batch: int, steps: int) -> torch.Tensor:

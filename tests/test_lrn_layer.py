@@ -341,3 +341,24 @@ def test_double_backward_through_the_layer_in_float32():
     (gxd,) = torch.autograd.grad(reference(xd)[0].square().sum(), xd, create_graph=True)
     expected = torch.autograd.grad(gxd.square().sum(), reference.weight_ih_l0)[0]
     torch.testing.assert_close(penalty.double(), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_torch_jit_trace_keeps_sequence_length_and_batch_dynamic():
+    torch.manual_seed(0)
+    model = lrn.LRN(8, 16, num_layers=2, bidirectional=True).eval()
+    cell = lrn.LRNCell(8, 16).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (torch.randn(20, 4, 8),))
+        traced_cell = torch.jit.trace(cell, (torch.randn(4, 8), torch.randn(4, 16)))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+        for T, B in ((7, 4), (20, 1), (50, 9)):
+            x = torch.randn(T, B, 8)
+            for module in (traced, loaded):
+                out, h = module(x)
+                torch.testing.assert_close(out, model(x)[0])
+                torch.testing.assert_close(h, model(x)[1])
+        x, h = torch.randn(4, 8), torch.randn(4, 16)
+        torch.testing.assert_close(traced_cell(x, h), cell(x, h))
