@@ -84,3 +84,28 @@ def test_dataloader_fork_workers_run_lrn():
     assert values.shape == (8,) and torch.isfinite(values).all()
     """)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_install_without_a_writable_cache_place_still_runs(tmp_path):
+    # A copy of the package whose __pycache__ cannot be a directory, and a home under /proc:
+    # numba's own cache places both fail, as in a read-only install with an unwritable home.
+    import os
+    import shutil
+    from pathlib import Path
+
+    import lrn
+
+    package = tmp_path / "site" / "lrn"
+    shutil.copytree(Path(lrn.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "ops" / "__pycache__").write_text("not a directory")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), HOME="/proc/no-home", XDG_CACHE_HOME="/proc/no-cache",
+               TMPDIR=str(tmp_path / "tmp"))
+    env.pop("NUMBA_CACHE_DIR", None)
+    (tmp_path / "tmp").mkdir()
+    code = ("import lrn, torch, numba; assert lrn.__file__.startswith(%r); "
+            "print(lrn.LRN(8, 16)(torch.randn(5, 70, 8))[0].shape[-1], numba.config.CACHE_DIR)" % str(package))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    size, cache_dir = done.stdout.split()
+    assert size == "16" and cache_dir.startswith(str(tmp_path / "tmp"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import tempfile
 
 import numba
 import numpy as np
@@ -267,6 +268,23 @@ def _build_backward(use_tanh: bool, output_gate: bool, parallel: bool):
 
     return backward
 
+
+def _ensure_cache_dir() -> None:
+    """Give numba's on-disk cache a writable place.  numba looks beside this file and in the
+    user's cache directory; in a read-only install with an unwritable home both fail and
+    ``cache=True`` raises "no locator available" at the first call.  Then the cache goes to
+    the temporary directory (unless NUMBA_CACHE_DIR chose a place already)."""
+    from numba.core.caching import InTreeCacheLocator, UserWideCacheLocator
+
+    if numba.config.CACHE_DIR:
+        return
+    if any(cls.from_function(_ensure_cache_dir, __file__) is not None
+           for cls in (InTreeCacheLocator, UserWideCacheLocator)):
+        return
+    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"lrn-torch-numba-cache-{os.getuid()}")
+
+
+_ensure_cache_dir()
 
 # One compiled kernel per (use_tanh, output_gate, parallel); numba compiles each on first
 # call.  The serial ones (prange is then range) never touch numba's thread pool: they serve
