@@ -270,10 +270,22 @@ def _optional_module(name: str):
     return None
 
 
+#: what the `tasks` extra installs (pyproject.toml); the bare layer needs none of it
+TASKS_EXTRA = frozenset({"tqdm", "matplotlib", "safetensors", "sacrebleu", "tokenizers", "seqeval", "markdown", "PIL"})
+
+
 def main(argv: list[str] | None = None) -> int:
     from lrn.allocator import keep_freed_memory
 
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in TASKS_EXTRA:
+            raise
+        print(f"lrn: error: the lrn command needs the 'tasks' extra ({missing} is not installed): "
+              "pip install 'lrn-torch[tasks]'", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     keep_freed_memory()  # large activations are reused, not page-faulted in every step
     status = 1

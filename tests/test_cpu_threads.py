@@ -109,3 +109,21 @@ def test_an_install_without_a_writable_cache_place_still_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     size, cache_dir = done.stdout.split()
     assert size == "16" and cache_dir.startswith(str(tmp_path / "tmp"))
+
+
+EXTRAS = ["tqdm", "matplotlib", "safetensors", "sacrebleu", "tokenizers", "seqeval", "markdown", "PIL"]
+
+
+def test_the_bare_layer_needs_none_of_the_extras_and_the_cli_says_which_to_install():
+    block = "import sys\nfor name in %r: sys.modules[name] = None\n" % EXTRAS  # as if not installed
+    layer = _run(block + """
+import torch, lrn
+model = lrn.make_rnn("lrn", 8, 16, bidirectional=True)
+out, _ = model(torch.randn(5, 70, 8))
+out.sum().backward()
+print(tuple(out.shape))
+""")
+    assert layer.returncode == 0 and layer.stdout.strip() == "(5, 70, 32)", layer.stderr[-2000:]
+    cli = _run(block + "from lrn.cli import main\nraise SystemExit(main(['info']))\n")
+    assert cli.returncode == 2
+    assert cli.stderr.startswith("lrn: error: the lrn command needs the 'tasks' extra") and cli.stderr.count("\n") == 1
