@@ -106,13 +106,16 @@ def lrn_scan(
     if not recurrent_gates and backend in ("cpu", "triton"):
         raise ValueError(f"backend {backend!r} has no recurrent_gates=False variant (the ablation runs on "
                          "backend 'reference' or 'auto')")
-    # torch.export / ONNX see the reference decomposition: exporters know no custom op; and
-    # torch.func's transforms (vmap, grad, jacrev...) need plain torch ops they can transform.
-    if (concrete == "reference" or not recurrent_gates or torch.compiler.is_exporting()
+    # torch.export / ONNX see the reference decomposition as a scan over time (exporters know
+    # no custom op, and a scan keeps T symbolic); torch.func's transforms (vmap, grad,
+    # jacrev...) need plain torch ops they can transform.
+    exporting = torch.compiler.is_exporting()
+    if (concrete == "reference" or not recurrent_gates or exporting
             or torch._C._are_functorch_transforms_active()):
         return lrn_scan_reference(
             gates, h0, lengths, num_directions=num_directions, reverse=reverse,
             activation=activation, output_gate=output_gate, recurrent_gates=recurrent_gates,
+            exportable=exporting,
         )
     from lrn.ops import fused  # registers torch.ops.lrn.*
 

@@ -97,29 +97,67 @@ def test_compile_fullgraph_no_graph_break():
 class Classifier(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = lrn.LRN(3, 4, bidirectional=True)
+        self.rnn = lrn.LRN(3, 4, num_layers=2, bidirectional=True)
         self.out = torch.nn.Linear(8, 2)
 
-    def forward(self, x):
-        out, _ = self.rnn(x)
-        return self.out(out.mean(0))
+    def forward(self, x, lengths):
+        out, h = self.rnn(x, lengths=lengths)
+        return self.out(out.sum(0)), h
 
 
-def test_torch_export_runs_reference_decomposition():
+DYNAMIC = {"x": {0: torch.export.Dim("T", min=2, max=4096), 1: torch.export.Dim("B", min=2, max=1024)},
+           "lengths": {0: torch.export.Dim("B", min=2, max=1024)}}
+
+
+def _inputs(T, B, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    lengths[0] = T
+    return torch.randn(T, B, 3, generator=gen), lengths
+
+
+def test_torch_export_keeps_sequence_length_and_batch_dynamic():
     model = Classifier().eval()
-    x = torch.randn(6, 2, 3)
-    exported = torch.export.export(model, (x,))
-    torch.testing.assert_close(exported.module()(x), model(x))
+    exported = torch.export.export(model, _inputs(20, 5), dynamic_shapes=DYNAMIC)
+    for T, B in ((7, 3), (20, 5), (50, 9)):
+        x, lengths = _inputs(T, B, seed=T)
+        for got, want in zip(exported.module()(x, lengths), model(x, lengths)):
+            torch.testing.assert_close(got, want)
+    cell = lrn.LRNCell(3, 4).eval()
+    batch = torch.export.Dim("batch", min=2, max=1024)
+    exported_cell = torch.export.export(cell, (torch.randn(5, 3), torch.randn(5, 4)),
+                                        dynamic_shapes=({0: batch}, {0: batch}))
+    x, h = torch.randn(9, 3), torch.randn(9, 4)
+    torch.testing.assert_close(exported_cell.module()(x, h), cell(x, h))
 
 
-def test_onnx_export_matches_eager(tmp_path):
+def test_onnx_export_runs_at_any_length(tmp_path):
     onnx = pytest.importorskip("onnx", reason="ONNX export test needs the onnx package ([test] extra)")
-    model = Classifier().eval()
-    x = torch.randn(6, 2, 3)
-    path = tmp_path / "lrn.onnx"
-    torch.onnx.export(model, (x,), str(path), dynamo=True)
-    onnx.checker.check_model(onnx.load(str(path)))
     ort = pytest.importorskip("onnxruntime", reason="running the ONNX graph needs onnxruntime")
-    session = ort.InferenceSession(str(path))
-    (result,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    torch.testing.assert_close(torch.from_numpy(result), model(x), atol=1e-5, rtol=1e-4)
+    model = Classifier().eval()
+    sizes = {}
+    for example_T in (20, 200):  # the graph is a loop: its size does not grow with T
+        path = tmp_path / f"lrn-{example_T}.onnx"
+        torch.onnx.export(model, _inputs(example_T, 5), str(path), dynamo=True, dynamic_shapes=DYNAMIC)
+        onnx.checker.check_model(onnx.load(str(path)))
+        sizes[example_T] = len(onnx.load(str(path)).graph.node)
+    assert sizes[20] == sizes[200]
+    session = ort.InferenceSession(str(tmp_path / "lrn-20.onnx"))
+    names = [i.name for i in session.get_inputs()]
+    for T, B in ((7, 3), (50, 9)):
+        x, lengths = _inputs(T, B, seed=T)
+        got = session.run(None, dict(zip(names, (x.numpy(), lengths.numpy()))))
+        for result, want in zip(got, model(x, lengths)):
+            torch.testing.assert_close(torch.from_numpy(result), want.detach(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(h0=False, lengths=False, D=1, output_gate=False)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_exportable_scan_equals_the_loop(variant, reverse):
+    gates, h0, lengths, D, _, _, og, _ = scan_args("reference", **variant)
+    for activation in ("tanh", "identity"):
+        kw = dict(num_directions=D, reverse=reverse, activation=activation, output_gate=og)
+        loop = lrn.ops.reference.lrn_scan_reference(gates, h0, lengths, **kw)
+        scan = lrn.ops.reference.lrn_scan_reference(gates, h0, lengths, exportable=True, **kw)
+        for a, b in zip(scan, loop):
+            torch.testing.assert_close(a, b)

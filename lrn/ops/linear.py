@@ -103,10 +103,10 @@ _ONEDNN_MIN_ROWS = 4
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear, through oneDNN for float32 CPU tensors of at least 4 rows in eager mode."""
-    if (not _ONEDNN or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.dim() < 2 or x.numel() == 0 or x.numel() < _ONEDNN_MIN_ROWS * x.shape[-1]
-            or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
-            or torch.jit.is_tracing()):
+    # Tracers first: the size test below would otherwise put a guard on the batch size.
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()
+            or not _ONEDNN or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or x.dim() < 2 or x.numel() == 0 or x.numel() < _ONEDNN_MIN_ROWS * x.shape[-1]):
         # torch.func (grad, vmap, jacrev...) needs ops it can transform, and torch.jit.trace
         # ops TorchScript knows: the plain F.linear
         return F.linear(x, weight, bias)

@@ -71,6 +71,45 @@ def masked_time_loop(
     return torch.cat(outputs, -1), torch.stack(finals, 0)
 
 
+def masked_time_scan(
+    gates: torch.Tensor,
+    h0: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    num_directions: int,
+    reverse: bool,
+    state_size: int,
+    step: Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``masked_time_loop`` as one ``scan`` per direction (torch's scan higher-order op)
+    instead of a Python loop: torch.export keeps it as a loop over a symbolic T, and the
+    ONNX exporter writes an ONNX Scan, so an exported model runs at any sequence length."""
+    from torch._higher_order_ops.scan import scan
+
+    T, B, width = gates.shape
+    steps = torch.arange(T, device=gates.device)
+    if lengths is None:
+        active = torch.ones(T, B, 1, dtype=torch.bool, device=gates.device)
+    else:
+        active = (steps[:, None] < lengths.to(gates.device)[None, :]).unsqueeze(-1)  # (T, B, 1)
+    per_direction = width // num_directions
+    outputs, finals = [], []
+    for d in range(num_directions):
+        gates_d = gates[..., d * per_direction:(d + 1) * per_direction]
+        state = gates.new_zeros(B, state_size) if h0 is None else h0[d]
+        backwards = (d == 1) or (num_directions == 1 and reverse)
+        xs = (gates_d.flip(0), active.flip(0)) if backwards else (gates_d, active)
+
+        def combine(h, x, d=d):
+            g, a = x
+            out_t, new_state = step(d, g, h)
+            return torch.where(a, new_state, h), torch.where(a, out_t, torch.zeros_like(out_t))
+
+        final, out = scan(combine, state, xs)
+        outputs.append(out.flip(0) if backwards else out)
+        finals.append(final)
+    return torch.cat(outputs, -1), torch.stack(finals, 0)
+
+
 def lrn_scan_reference(
     gates: torch.Tensor,
     h0: torch.Tensor | None = None,
@@ -81,9 +120,11 @@ def lrn_scan_reference(
     activation: str = "tanh",
     output_gate: bool = False,
     recurrent_gates: bool = True,
+    exportable: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The LRN recurrence on packed gates.  ``recurrent_gates=False`` is an ablation (not a
-    kernel feature): the gates ignore h_{t-1}, f = sigma(q), i = sigma(k)."""
+    kernel feature): the gates ignore h_{t-1}, f = sigma(q), i = sigma(k).  ``exportable``
+    walks time with ``masked_time_scan`` (a scan op exporters keep) instead of a Python loop."""
     num_gates = 4 if output_gate else 3
     H = gates.shape[-1] // (num_directions * num_gates)
 
@@ -98,4 +139,5 @@ def lrn_scan_reference(
         h_new = torch.sigmoid(o[0] - c) * c if output_gate else c
         return h_new, h_new
 
-    return masked_time_loop(gates, h0, lengths, num_directions, reverse, H, step)
+    walk = masked_time_scan if exportable else masked_time_loop
+    return walk(gates, h0, lengths, num_directions, reverse, H, step)
