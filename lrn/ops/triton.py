@@ -193,21 +193,31 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _launch_config(H: int, rows: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK_H, num_warps) for ``rows`` = B*D independent recurrences of width H.
+    """(BLOCK_H, num_warps) for ``rows`` = B*D independent recurrences of width H on ``device``."""
+    return launch_config(H, rows, _sm_count(device))
+
+
+def launch_config(H: int, rows: int, sm_count: int) -> tuple[int, int]:
+    """(BLOCK_H, num_warps) for ``rows`` = B*D independent recurrences of width H on a GPU
+    with ``sm_count`` SMs (lrn.ops.triton_aot asks it for GPUs that are not here).
 
     Wide blocks give long contiguous loads; but each program is a serial chain of
     T dependent steps, so the grid must also hold enough programs to fill every SM
     (each keeps only a step or two of loads in flight). Halve the block until there
     are about 4 programs per SM, never below 64 units: with 2 elements per thread
-    (4 bytes in fp16/bf16) Triton can software-pipeline the loads (cp.async, as
-    checked in the compiled sm_90 TTGIR); 1 element of 2 bytes it does not.
+    (4 bytes in fp16/bf16) Triton can software-pipeline the loads; 1 element of 2 bytes
+    it does not.
     """
     block = min(MAX_BLOCK_H, max(MIN_BLOCK_H, triton.next_power_of_2(H)))
-    target = 4 * _sm_count(device)
+    target = 4 * sm_count
     while block > 64 and rows * triton.cdiv(H, block) < target:
         block //= 2
-    num_warps = max(1, min(4, block // 64))  # 2 elements per thread (1 if H <= 32)
-    return block, num_warps
+    return block, num_warps_for(block)
+
+
+def num_warps_for(block_h: int) -> int:
+    """Warps of a program with BLOCK_H units: 2 elements per thread (1 if BLOCK_H <= 32)."""
+    return max(1, min(4, block_h // 64))
 
 
 def _check_inputs(gates, h0, lengths, num_directions, output_gate) -> tuple[int, int, int, int]:
