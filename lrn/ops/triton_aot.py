@@ -4,7 +4,7 @@ that has none, and report what each compiled kernel uses.
 Triton compiles for a named target (``GPUTarget("cuda", 90, 32)``) without a device, down
 to PTX and a cubin; ``cuobjdump`` (bundled with Triton) reads each cubin's registers,
 shared memory and local memory per thread.  Local memory is where register spills go
-(these kernels have no local arrays), so ``spill_bytes`` > 0 means the kernel spills.
+(these kernels have no local arrays), so ``spills`` > 0 means the kernel spills.
 
 Every kernel (forward, backward), dtype (fp32, bf16, fp16), output-gate variant and
 launch configuration the launcher can pick (BLOCK_H 16..256 with its warps) is compiled
@@ -48,7 +48,7 @@ class Compiled:
     dtype: str
     config: dict
     registers: int
-    spill_bytes: int
+    spills: int
     shared_bytes: int
     picked: bool  # the launcher's choice at TARGET_SHAPE in bf16
 
@@ -124,7 +124,7 @@ def table(results: list[Compiled]) -> str:
     for r in results:
         c = r.config
         lines.append(f"| {r.kernel} | sm_{r.arch} | {r.dtype} | {c['BLOCK_H']} | {c['num_warps']} | "
-                     f"{'yes' if c['output_gate'] else 'no'} | {r.registers} | {r.spill_bytes} | {r.shared_bytes} | "
+                     f"{'yes' if c['output_gate'] else 'no'} | {r.registers} | {r.spills} | {r.shared_bytes} | "
                      f"{'target' if r.picked else ''} |")
     return "\n".join(lines) + "\n"
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump([asdict(r) for r in results], f, indent=1)
-    spilled = [r for r in results if r.picked and r.spill_bytes]
+    spilled = [r for r in results if r.picked and r.spills]
     if spilled:
         print(f"{len(spilled)} configuration(s) the launcher picks at {TARGET_SHAPE} spill", file=sys.stderr)
         return 1
