@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from lrn.bench import machine_info
 from lrn.modules import parse_cell_spec
+from lrn.ops.cpu import thread_count
 from lrn.tasks import get_task
 from lrn.train import distributed
 from lrn.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
@@ -200,7 +201,7 @@ def measure_speed(task: str, data_dir, cells: list[str], config: dict[str, Any],
                         "n": len(times[cell])}
     return {"cells": cells, "config": config, "steps": steps, "rounds": rounds, "per_cell": result,
             "machine": before, "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "numba_threads": _numba_threads()}
+            "numba_threads": thread_count()}
 
 
 def _endless_batches(trainer: Trainer):
@@ -215,12 +216,6 @@ def _endless_batches(trainer: Trainer):
         trainer.epoch += 1
 
 
-def _numba_threads() -> int | None:
-    try:
-        import numba
-    except ImportError:
-        return None
-    return numba.get_num_threads()
 
 
 # -------------------------------------------------------------- summaries
@@ -293,12 +288,18 @@ def time_to_quality(summary: dict, logs: dict[tuple, dict], speed: dict) -> dict
 
 
 # ------------------------------------------------------------------ tables
-def _pm(stats: dict | None, digits: int = 2) -> str:
-    if not stats or stats["mean"] is None or math.isnan(stats["mean"]):
+def format_mean_std(values: list[float | None], digits: int = 2) -> str:
+    """"mean ± sample std" of the values that are numbers (just the value for one; "–" for none)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
         return "–"
-    if len(stats["values"]) == 1:
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    stats = mean_std(values)
+    return (f"{stats['mean']:.{digits}f}" if len(values) == 1
+            else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}")
+
+
+def _pm(stats: dict | None) -> str:
+    return format_mean_std(stats["values"] if stats else [])
 
 
 def format_params(n: int) -> str:
@@ -331,7 +332,7 @@ def speed_table(summary: dict) -> str:
     load = m.get("load_average")
     note = (f"{speed['rounds']} interleaved rounds after a warm-up, {per_cell[base]['n']} timed steps per "
             f"cell; {m.get('gpu') or m.get('cpu_model')}, torch threads {m.get('torch_threads')}, "
-            f"numba threads {speed.get('numba_threads')}, load average {load[0]:.2f} before"
+            f"LRN kernel threads {speed.get('numba_threads')}, load average {load[0]:.2f} before"
             if load else "") + (f" / {speed['load_average_after'][0]:.2f} after" if speed.get("load_average_after")
                                 else "")
     return "\n".join(lines) + "\n\n" + note + ".\n"

@@ -179,34 +179,36 @@ def test_float32_activations_saturate_exactly_over_the_whole_range():
     np.testing.assert_array_equal(_vectorised(cpu._sigmoid)(x[7:]), np.zeros(5, np.float32))
 
 
+def _kernel_and_reference(gates, reference_dtype):
+    """(out, grad_gates) of the fused cpu op and of the reference in ``reference_dtype``,
+    for the loss out.sum()."""
+    exact = gates.detach().to(reference_dtype, copy=True).requires_grad_(True)
+    ref_out, _ = lrn_scan_reference(exact)
+    ref_out.sum().backward()
+    ours = gates.detach().clone().requires_grad_(True)
+    out, _ = torch.ops.lrn.scan(ours, None, None, 1, False, True, False, "cpu")
+    out.sum().backward()
+    return (out, ours.grad), (ref_out, exact.grad)
+
+
 @pytest.mark.parametrize("scale", [1e3, 1e8, 1e30])
 def test_huge_gates_match_float64(scale):
     # A sigmoid of -1e8 that is 1e-7 instead of 0, times a v of 1e8, was an error of 10.
     gen = torch.Generator().manual_seed(7)
     gates = torch.randn(6, 3, 3 * 8, generator=gen) * scale
-    exact = gates.double().requires_grad_(True)
-    ref_out, _ = lrn_scan_reference(exact)
-    ref_out.sum().backward()
-    ours = gates.clone().requires_grad_(True)
-    out, _ = torch.ops.lrn.scan(ours, None, None, 1, False, True, False, "cpu")
-    out.sum().backward()
+    (out, grad), (ref_out, ref_grad) = _kernel_and_reference(gates, torch.float64)
     assert (out.double() - ref_out).abs().max() < 1e-3
-    assert torch.isfinite(ours.grad).all()
-    assert (ours.grad.double() - exact.grad).abs().max() < 1e-3
+    assert torch.isfinite(grad).all()
+    assert (grad.double() - ref_grad).abs().max() < 1e-3
 
 
 @pytest.mark.parametrize("special", [float("inf"), float("-inf"), float("nan")])
 def test_infinities_propagate_as_in_the_reference(special):
     gates = torch.randn(5, 3, 3 * 8, generator=torch.Generator().manual_seed(1))
     gates[2, 1, [3, 11, 19]] = special  # q, k and v of one unit: sigmoid(-inf) * -inf is NaN
-    ref_gates = gates.clone().requires_grad_(True)
-    ref_out, _ = lrn_scan_reference(ref_gates)
-    ref_out.sum().backward()
-    ours = gates.clone().requires_grad_(True)
-    out, _ = torch.ops.lrn.scan(ours, None, None, 1, False, True, False, "cpu")
-    out.sum().backward()
+    (out, grad), (ref_out, ref_grad) = _kernel_and_reference(gates, torch.float32)
     assert torch.equal(out.isnan(), ref_out.isnan()) and torch.equal(out.isinf(), ref_out.isinf())
-    assert torch.equal(ours.grad.isnan(), ref_gates.grad.isnan())
+    assert torch.equal(grad.isnan(), ref_grad.isnan())
     finite = ref_out.isfinite()
     torch.testing.assert_close(out[finite], ref_out[finite], rtol=1e-5, atol=1e-5)
 

@@ -32,7 +32,8 @@ from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PAPER_ROWS,
 from lrn.bench import format_markdown, machine_info, plot_report
 from lrn.modules import parse_cell_spec
 from lrn.tasks import get_task
-from lrn.compare import mean_curves, mean_std, run_dir_of, speed_table, summarise, time_to_quality_table
+from lrn.compare import (format_mean_std, format_params, mean_curves, mean_std, run_dir_of, speed_table, summarise,
+                         time_to_quality_table)
 
 #: data directory names (as in shared/data) -> the dataset names of the paper's tables
 DATASETS = {"ptb": "PTB", "wikitext-2": "WT2", "conll2003": "CoNLL-2003", "snli": "SNLI",
@@ -135,10 +136,6 @@ def collect(roots: list[Path]) -> Found:
 
 
 # ------------------------------------------------------------------ formatting
-def _params(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
-
-
 def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -193,16 +190,6 @@ def _primary_metric(task: str) -> str | None:
         return None
 
 
-def _pm(values: list[float], digits: int = 2) -> str:
-    """mean ± sample std of ``values`` (just the value for one)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    stats = mean_std(values)
-    return (f"{stats['mean']:.{digits}f}" if len(values) == 1
-            else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}")
-
-
 #: the order of the paper's tables; other cell specs (ablations) follow in the order found
 CELL_ORDER = ("lstm", "gru", "atr", "sru", "lrn")
 
@@ -239,10 +226,11 @@ def task_table(runs: list[Run]) -> str:
         tests = [r["metrics"].get("test") or {} for r in results]
         valids = [r["metrics"].get("valid") or {} for r in results]
         times = [r.get("time_per_batch_s") for r in results]
-        row = ([model, _params(results[0]["params"])] + [_pm([t.get(m) for t in tests]) for m in metrics]
-               + ([_pm([v.get(primary) for v in valids])] if primary else [])
+        row = ([model, format_params(results[0]["params"])]
+               + [format_mean_std([t.get(m) for t in tests]) for m in metrics]
+               + ([format_mean_std([v.get(primary) for v in valids])] if primary else [])
                + [str(len(results)), "/".join(sorted({str(r.get("steps", "–")) for r in results})),
-                  _pm(times, 4)]
+                  format_mean_std(times, 4)]
                + ([", ".join(sorted({", ".join(f"{k}={r['config'].get(k)}" for k in differing if k != "seed")
                                      for r in results}))] if differing else []))
         if any(paper):
@@ -275,15 +263,28 @@ def _save_small_png(source: Path, target: Path) -> Path:
     return target
 
 
-def _equal_step_curves(runs: list[Run], path: Path, title: str) -> Path | None:
-    """Training loss and validation metric against step, mean over seeds, one line per
-    model; only runs whose log.json is at hand (the committed results keep theirs)."""
-    logged = [r for r in runs if r.run_dir is not None and (r.run_dir / "log.json").is_file()]
+def _run_logs(runs: list[Run]) -> dict[Path, dict]:
+    """log.json of every run that kept one (the committed results do), by run directory:
+    read once per table, for both of its plots."""
+    return {r.run_dir: _read_json(r.run_dir / "log.json") for r in runs
+            if r.run_dir is not None and (r.run_dir / "log.json").is_file()}
+
+
+def _mean_curves_of(runs: list[Run], logs: dict[Path, dict]) -> dict[str, dict[str, list]] | None:
+    """lrn.compare.mean_curves of the runs that have a log (None when none has)."""
+    logged = [r for r in runs if r.run_dir in logs]
     if not logged:
         return None
-    summary = summarise(runs[0].results["task"], [r.results for r in logged])
-    logs = {(r.results["config"]["seed"], r.results["cell"]): _read_json(r.run_dir / "log.json") for r in logged}
-    return plot_equal_step_curves(mean_curves(summary, logs), path, title, metric=summary["metric"])
+    summary = summarise(logged[0].results["task"], [r.results for r in logged])
+    return mean_curves(summary, {(r.results["config"]["seed"], r.results["cell"]): logs[r.run_dir] for r in logged})
+
+
+def _equal_step_curves(runs: list[Run], logs: dict[Path, dict], path: Path, title: str) -> Path | None:
+    """Training loss and validation metric against step, mean over seeds, one line per model."""
+    curves = _mean_curves_of(runs, logs)
+    if curves is None:
+        return None
+    return plot_equal_step_curves(curves, path, title, metric=_primary_metric(runs[0].results["task"]))
 
 
 # ------------------------------------------------------------------ assembly
@@ -326,7 +327,8 @@ def _task_section(key: tuple, runs: list[Run], compares: list[tuple[Path, dict]]
         out += ["", "Paper decoding time (ms per sentence, newstest2014): "
                 + ", ".join(f"{c} {v:.2f}" for c, v in PAPER_MT_DECODE_MS.items()) + "."]
     out += _anchor_lines(task, dataset, preset)
-    png = _equal_step_curves(runs, figures / f"curves-{_slug(task, dataset, preset, device)}.png",
+    logs = _run_logs(runs)
+    png = _equal_step_curves(runs, logs, figures / f"curves-{_slug(task, dataset, preset, device)}.png",
                              f"{task} {dataset} ({preset}), mean over seeds")
     if png is not None:
         out += ["", f"![training and validation curves at equal steps]({png.parent.name}/{png.name})"]
@@ -337,7 +339,7 @@ def _task_section(key: tuple, runs: list[Run], compares: list[tuple[Path, dict]]
         if summary.get("time_to_quality"):
             out += ["Time to quality: validation steps to reach the reference's final metric x the measured "
                     "time per step:", "", time_to_quality_table(summary)]
-            png = _time_to_quality_plot(runs, path, summary, figures / f"ttq-{slug}.png",
+            png = _time_to_quality_plot(runs, logs, path, summary, figures / f"ttq-{slug}.png",
                                         f"{task} {dataset} ({preset}), mean over seeds")
             if png is not None:
                 out += ["", f"![time to quality]({png.parent.name}/{png.name})"]
@@ -350,23 +352,16 @@ def _compares_of(runs: list[Run], found: Found) -> list[tuple[Path, dict]]:
             if any(r.run_dir is not None and path.parent in r.run_dir.parents for r in runs)]
 
 
-def _logs_under(runs: list[Run], root: Path) -> dict[tuple, dict]:
-    """log.json of each (seed, cell) run below ``root`` that kept one."""
-    return {(r.results["config"]["seed"], r.results["cell"]): _read_json(r.run_dir / "log.json")
-            for r in runs if r.run_dir is not None and root in r.run_dir.parents
-            and (r.run_dir / "log.json").is_file()}
-
-
-def _time_to_quality_plot(runs: list[Run], path: Path, summary: dict, target: Path, title: str) -> Path | None:
-    """The validation metric against estimated training time, redrawn from the runs' logs
-    and the comparison's measured time per step."""
-    logs = _logs_under(runs, path.parent)
-    logged = [r.results for r in runs if (r.results["config"]["seed"], r.results["cell"]) in logs]
+def _time_to_quality_plot(runs: list[Run], logs: dict[Path, dict], path: Path, summary: dict, target: Path,
+                          title: str) -> Path | None:
+    """The validation metric against estimated training time, redrawn from the logs of the
+    comparison's runs (those below ``path``'s directory) and its measured time per step."""
     per_cell = summary["speed"]["per_cell"]
-    logged = [r for r in logged if r["cell"] in per_cell]
-    if not logged:
+    mine = [r for r in runs if r.run_dir is not None and path.parent in r.run_dir.parents
+            and r.results["cell"] in per_cell]
+    curves = _mean_curves_of(mine, logs)
+    if curves is None:
         return None
-    curves = mean_curves(summarise(logged[0]["task"], logged), logs)
     seconds = {cell: per_cell[cell]["median_s"] for cell in curves}
     return plot_time_to_quality(curves, seconds, summary["time_to_quality"], target, title)
 
@@ -524,7 +519,7 @@ def headline_lines(found: Found) -> list[str]:
             continue
         values = {m: [r.results["metrics"]["test"][primary] for r in group] for m, group in models.items()}
         steps = "/".join(sorted({str(r.results["steps"]) for r in runs}))
-        cells = ", ".join(f"{m} {_pm(v)}" for m, v in values.items())
+        cells = ", ".join(f"{m} {format_mean_std(v)}" for m, v in values.items())
         verdict = _verdict(values["lrn"], values[REFERENCE_CELL], get_task(task).higher_is_better)
         line = (f"- {TASK_TITLES.get(task, task)}, {dataset}, preset {preset}, {steps} steps: test {primary} "
                 f"{cells}. LRN vs {REFERENCE_CELL.upper()}: {verdict}.")

@@ -31,6 +31,14 @@ import torch
 ACTIVATIONS = ("tanh", "identity")
 
 
+def _active(T: int, B: int, lengths: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """(T, B, 1) bool: True where step t of sequence b is valid (t < lengths[b])."""
+    if lengths is None:
+        return torch.ones(T, B, 1, dtype=torch.bool, device=device)
+    steps = torch.arange(T, device=device)
+    return (steps[:, None] < lengths.to(device)[None, :]).unsqueeze(-1)
+
+
 def masked_time_loop(
     gates: torch.Tensor,
     h0: torch.Tensor | None,
@@ -47,11 +55,7 @@ def masked_time_loop(
     Returns out (T, B, D*H_out) and the final states (D, B, state_size).
     """
     T, B, width = gates.shape
-    steps = torch.arange(T, device=gates.device)
-    if lengths is None:
-        active = torch.ones(T, B, 1, dtype=torch.bool, device=gates.device)
-    else:
-        active = (steps[:, None] < lengths.to(gates.device)[None, :]).unsqueeze(-1)  # (T, B, 1)
+    active = _active(T, B, lengths, gates.device)  # (T, B, 1)
     active_steps = active.unbind(0)
     zero = gates.new_zeros(())
     per_direction = width // num_directions
@@ -86,11 +90,7 @@ def masked_time_scan(
     from torch._higher_order_ops.scan import scan
 
     T, B, width = gates.shape
-    steps = torch.arange(T, device=gates.device)
-    if lengths is None:
-        active = torch.ones(T, B, 1, dtype=torch.bool, device=gates.device)
-    else:
-        active = (steps[:, None] < lengths.to(gates.device)[None, :]).unsqueeze(-1)  # (T, B, 1)
+    active = _active(T, B, lengths, gates.device)  # (T, B, 1)
     per_direction = width // num_directions
     outputs, finals = [], []
     for d in range(num_directions):

@@ -136,6 +136,13 @@ def run_lock(out_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def compact_log(log: dict[str, Any]) -> dict[str, Any]:
+    """log.json's per-step lists rounded (losses to 1e-4 nats, times to 10 us), which keeps a
+    30k-step run's log under 1 MB; the checkpoint keeps the exact values for resumption."""
+    return {**log, "train_loss": [round(x, 4) for x in log["train_loss"]],
+            "step_seconds": [round(x, 5) for x in log["step_seconds"]]}
+
+
 def _holds_a_run(out_dir: Path) -> bool:
     """A finished run or a complete checkpoint; a first checkpoint killed half-written
     (checkpoints/.tmp-*, no pointer) does not count, so the run simply starts again."""
@@ -428,8 +435,8 @@ class Trainer:
             "metrics": {"valid": self.best["metrics"] if self.best else None, "test": test},
         }
         if self.d.is_main:
-            atomic_write_json(self.out_dir / "log.json", {
-                "train_loss": self.losses, "step_seconds": self.step_seconds, "evals": self.evals})
+            atomic_write_json(self.out_dir / "log.json", compact_log(
+                {"train_loss": self.losses, "step_seconds": self.step_seconds, "evals": self.evals}))
             atomic_write_json(self.out_dir / "results.json", results)
         distributed.barrier(self.d)
         return results
