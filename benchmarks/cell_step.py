@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 import lrn
-from lrn.bench import machine_info
+from lrn.bench.machine import machine_info
 
 CELLS = ("lstm", "gru", "lrn[cpu]", "lrn[reference]")
 

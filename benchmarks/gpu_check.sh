@@ -21,7 +21,7 @@ step "1/5 versions"
 if [[ $DRY == 1 ]]; then
   export TRITON_INTERPRET=1
   step "2/5 kernel tests (dry run: interpreter, a subset)"
-  "$PY" -m pytest -q -x tests/test_triton_kernel.py -k "matches_reference_fp32 and bidir" 2>&1 | tail -3 | tee "$OUT/tests.txt"
+  "$PY" -m pytest -q -x tests/ops/test_scan_parity.py -k "triton and bidir" 2>&1 | tail -3 | tee "$OUT/tests.txt"
   step "3/5 bench (dry run: cpu, one tiny shape)"
   "$PY" -m lrn bench --device cpu --shapes 2,8,16 --cells lstm,lrn --repeats 1 --warmup 0 --no-memory \
       --out "$OUT/gpu_targets.json" --markdown "$OUT/gpu_targets.md"
@@ -33,7 +33,7 @@ if [[ $DRY == 1 ]]; then
   "$PY" -m lrn.ops.triton_aot --arch 90 --dtype bf16 --no-progress --json "$OUT/triton_aot_sm90.json" > "$OUT/triton_aot_sm90.md"
 else
   step "2/5 kernel and op tests on the GPU"
-  "$PY" -m pytest -q tests/test_triton_kernel.py tests/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+  "$PY" -m pytest -q tests/ops/test_scan_parity.py tests/ops/test_triton_kernel.py tests/ops/test_ops.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
   step "3/5 lrn bench --device cuda --preset targets (bf16)"
   "$PY" -m lrn bench --device cuda --dtype bfloat16 --preset targets --repeats 20 \
       --out "$OUT/gpu_targets.json" --markdown "$OUT/gpu_targets.md"

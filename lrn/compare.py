@@ -27,11 +27,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lrn.bench import machine_info
+from lrn.bench.machine import machine_info
 from lrn.modules import parse_cell_spec
 from lrn.ops.cpu import thread_count
 from lrn.tasks import get_task
-from lrn.train import distributed
+import lrn.train.distributed as distributed
 from lrn.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from lrn.train.config import resolve_config
 from lrn.train.engine import Interrupted, Trainer, train
@@ -173,18 +173,18 @@ def measure_speed(task: str, data_dir, cells: list[str], config: dict[str, Any],
     cell in the task's own model and batches, measured interleaved: ``rounds`` rounds (after
     one warm-up round), each running ``steps / rounds`` steps of every cell, the order
     rotating from round to round."""
-    d = distributed.Dist(device=torch.device(device))
+    proc = distributed.Process(device=torch.device(device))
     data = get_task(task).load_data(None if data_dir is None else Path(data_dir), config)
     trainers, batches = {}, {}
     for cell in cells:
         task_obj = get_task(task)  # its own instance: a task may carry state between batches
         seed_everything(int(config["seed"]))
-        model = task_obj.build_model(config, data, cell).to(d.device)
-        trainers[cell] = Trainer(task_obj, data, model, config, d, out_dir=Path(os.devnull), cell=cell,
+        model = task_obj.build_model(config, data, cell).to(proc.device)
+        trainers[cell] = Trainer(task_obj, data, model, config, proc, out_dir=Path(os.devnull), cell=cell,
                                  preset="-", data_dir=None, progress=False)
         batches[cell] = _endless_batches(trainers[cell])
     per_round = max(1, math.ceil(steps / rounds))
-    before = machine_info(d.device)
+    before = machine_info(proc.device)
     times: dict[str, list[float]] = {cell: [] for cell in cells}
     for r in range(rounds + 1):
         order = cells[r % len(cells):] + cells[:r % len(cells)]

@@ -83,12 +83,13 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
 
 def lrn_scan(
     gates: torch.Tensor,
-    h0: torch.Tensor | None,
-    lengths: torch.Tensor | None,
-    num_directions: int,
-    reverse: bool,
-    activation: str,
-    output_gate: bool,
+    h0: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    *,
+    num_directions: int = 1,
+    reverse: bool = False,
+    activation: str = "tanh",
+    output_gate: bool = False,
     backend: str = "auto",
     recurrent_gates: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,9 +100,16 @@ def lrn_scan(
             and recurrent_gates and _installed("numba") and not torch.compiler.is_exporting()):
         # bfloat16 / float16 on the CPU: the float32 kernel, with the casts in the graph (the
         # reference loop in half precision is several times slower, and less accurate)
-        out, h_last = lrn_scan(gates.float(), None if h0 is None else h0.float(), lengths, num_directions,
-                               reverse, activation, output_gate, "cpu")
+        out, h_last = lrn_scan(gates.float(), None if h0 is None else h0.float(), lengths,
+                               num_directions=num_directions, reverse=reverse, activation=activation,
+                               output_gate=output_gate, backend="cpu")
         return out.to(gates.dtype), h_last.to(gates.dtype)
+    if torch.jit.is_tracing() and torch.onnx.is_in_onnx_export():
+        # The TorchScript-based exporter would record the fused op, which ONNX lacks, or unroll
+        # the reference loop into a graph fixed to this sequence length: refuse instead.
+        raise RuntimeError("LRN cannot be exported by the TorchScript-based ONNX exporter (dynamo=False): use "
+                           "torch.onnx.export(..., dynamo=True), whose graph keeps the sequence length dynamic "
+                           "(docs/deploy.md)")
     concrete = resolve_backend(backend, gates.device, gates.dtype)
     if not recurrent_gates and backend in ("cpu", "triton"):
         raise ValueError(f"backend {backend!r} has no recurrent_gates=False variant (the ablation runs on "
@@ -212,5 +220,6 @@ def lrn_recurrence(
     if lengths is not None:
         lengths = check_lengths(lengths, B, T).to(q.device)
     gates = torch.cat(list(named.values()), dim=-1)  # (T, B, G*H)
-    out, h_last = lrn_scan(gates, h0, lengths, 1, reverse, activation, o is not None, backend)
+    out, h_last = lrn_scan(gates, h0, lengths, reverse=reverse, activation=activation, output_gate=o is not None,
+                           backend=backend)
     return out, h_last[0]

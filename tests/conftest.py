@@ -26,6 +26,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared machine: intra-op threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def train_tiny(task, data, config, cell, epochs):
     """Train ``task``'s model on ``data`` with Adam for ``epochs``; returns (model, losses)."""
     model = task.build_model(config, data, cell)

@@ -29,7 +29,8 @@ from PIL import Image
 from lrn.analysis.figures import plot_equal_step_curves, plot_time_to_quality
 from lrn.analysis.gradients import decay_per_step
 from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PAPER_ROWS, PaperRow, paper_rows
-from lrn.bench import format_markdown, machine_info, plot_report
+from lrn.bench.machine import machine_info
+from lrn.bench.report import format_markdown, plot_report
 from lrn.modules import parse_cell_spec
 from lrn.tasks import get_task
 from lrn.compare import (format_mean_std, format_params, mean_curves, mean_std, run_dir_of, speed_table, summarise,

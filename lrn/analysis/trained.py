@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lrn.analysis.gradients import GradientFlow, measure_gradient_flow
 from lrn.modules import ATR, LRN, SRU, Recurrent, make_rnn
+from lrn.predict import load_run
 
 
 @dataclass
@@ -83,9 +84,7 @@ def trained_flows(run_dir: str | Path, *, sequences: int, max_length: int,
                   seed: int = 0) -> tuple[str, list[GradientFlow]]:
     """Gradient flow of a run's first recurrent layer (forward direction), trained and freshly
     initialised, on the inputs that layer receives from one real training batch."""
-    from lrn.train import load_run
-
-    task, config, data, model = load_run(run_dir)
+    task, config, data, model = load_run(run_dir, with_data=True)
     batches = task.train_batches(data, config, epoch=0)
     batch = next(iter(batches))
     calls = capture_recurrent_calls(model, lambda: task.loss(model, batch, torch.device("cpu")))
@@ -148,7 +147,6 @@ def text_token_weights(run_dir: str | Path, text: str, *, layer: int = 0) -> dic
     last token and, if bidirectional, the backward direction's state after its first.
     Also the relative error of the gate-only (tanh-ignoring) unfolding on this text."""
     from lrn.analysis.weights import layer_token_weights
-    from lrn.train import load_run
 
     task, config, data, model = load_run(run_dir)
     if task.name not in TEXT_RUNNERS:

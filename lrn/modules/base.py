@@ -14,7 +14,6 @@ import math
 import numbers
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,7 +23,6 @@ from lrn.functional import check_lengths
 from lrn.ops.linear import linear
 
 
-
 def check_flags(owner: str, **flags) -> None:
     """Every flag must be a real bool: a string such as 'false' is truthy and would switch
     the feature on without a word."""
@@ -32,8 +30,19 @@ def check_flags(owner: str, **flags) -> None:
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{owner}: {arg} must be True or False, got {value!r}")
 
-class RecurrentLayer(nn.Module):
-    """Base of LRN, ATR and SRU layers (see module docstring)."""
+
+def refuse_script(name: str) -> None:
+    """torch.jit.script calls ``__prepare_scriptable__`` on every submodule first: one clear
+    line instead of TorchScript's compiler error deep inside the layer."""
+    raise NotImplementedError(
+        f"{name} cannot be compiled by torch.jit.script (TorchScript is in maintenance mode); use torch.export "
+        "or torch.onnx.export(dynamo=True), which keep the sequence length dynamic, or torch.jit.trace "
+        "(docs/deploy.md)")
+
+
+class ElementwiseRNN(nn.Module):
+    """Base of the layers whose recurrence is elementwise, every matmul in one input projection
+    per layer: LRN, ATR and SRU (see module docstring)."""
 
     num_gates: int  # blocks of H in one direction's input projection
 
@@ -174,6 +183,9 @@ class RecurrentLayer(nn.Module):
             if hx.dtype != input.dtype or hx.device != input.device:
                 raise ValueError(f"{name}: hx must match the input's dtype and device ({input.dtype}, "
                                  f"{input.device}), got ({hx.dtype}, {hx.device})")
+
+    def __prepare_scriptable__(self):
+        refuse_script(type(self).__name__)
 
     def forward(self, input: Tensor | PackedSequence, hx: Tensor | None = None,
                 lengths: Tensor | None = None):

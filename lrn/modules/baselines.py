@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lrn.modules.base import RecurrentLayer
+from lrn.modules.base import ElementwiseRNN
 from lrn.ops.reference import masked_time_loop
 
 
-class ATR(RecurrentLayer):
+class ATR(ElementwiseRNN):
     """Addition-subtraction twin-gated recurrent network; nn.GRU arguments and contract.
 
     Parameters per layer and direction: ``weight_ih`` (H, in), ``bias_ih`` (H),
@@ -60,7 +60,7 @@ class ATR(RecurrentLayer):
         return masked_time_loop(gates, h0, lengths, self.num_directions, False, self.hidden_size, step)
 
 
-class SRU(RecurrentLayer):
+class SRU(ElementwiseRNN):
     """Simple Recurrent Unit (Lei et al. 2018); nn.GRU arguments and contract.
 
     Parameters per layer and direction: ``weight_ih`` (3H, in) = [W; W_f; W_r], or (4H, in)

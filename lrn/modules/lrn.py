@@ -6,10 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from lrn.functional import check_activation, check_backend, lrn_scan
-from lrn.modules.base import RecurrentLayer, check_flags, gate_projection, xavier_gate_init_
+from lrn.modules.base import ElementwiseRNN, check_flags, gate_projection, refuse_script, xavier_gate_init_
 
 
-class LRN(RecurrentLayer):
+class LRN(ElementwiseRNN):
     r"""Multi-layer Lightweight Recurrent Network (Zhang & Sennrich, ACL 2019).
 
     For each layer and step (sigma the sigmoid, g = tanh or identity)::
@@ -50,8 +50,8 @@ class LRN(RecurrentLayer):
                          bidirectional, layer_norm=layer_norm, device=device, dtype=dtype)
 
     def _scan(self, gates, h0, lengths, layer, layer_input):
-        return lrn_scan(gates, h0, lengths, self.num_directions, False, self.activation,
-                        self.output_gate, self.backend, self.recurrent_gates)
+        return lrn_scan(gates, h0, lengths, num_directions=self.num_directions, activation=self.activation,
+                        output_gate=self.output_gate, backend=self.backend, recurrent_gates=self.recurrent_gates)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -129,9 +129,12 @@ class LRNCell(nn.Module):
             return x.new_zeros(0, self.hidden_size)
         gates = gate_projection(x, self.weight_ih, self.bias_ih, self.ln_weight, self.ln_bias,
                                 self.hidden_size)  # (B, G*H)
-        _, h_last = lrn_scan(gates.unsqueeze(0), h0, None, 1, False, self.activation,
-                             self.output_gate, self.backend)
+        _, h_last = lrn_scan(gates.unsqueeze(0), h0, activation=self.activation, output_gate=self.output_gate,
+                             backend=self.backend)
         return h_last[0] if batched else h_last[0, 0]
+
+    def __prepare_scriptable__(self):
+        refuse_script(type(self).__name__)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -41,6 +41,7 @@ from numba.extending import overload
 
 from lrn.allocator import glibc
 from lrn.ops.linear import onednn_backed_empty
+from lrn.ops.reference import check_length_range
 
 # Fast-math: FMA contraction only.  The other flags bought nothing measurable here, and
 # nnan/ninf would break NaN propagation (the reference propagates NaN).
@@ -421,10 +422,8 @@ def _lengths_array(lengths: torch.Tensor | None, T: int, B: int) -> np.ndarray:
     if lengths is None:
         return np.full(B, T, dtype=np.int64)
     _check_shape("lengths", lengths, (B,))
-    array = lengths.detach().to("cpu", torch.int64).contiguous().numpy()
-    if array.min() < 0 or array.max() > T:
-        raise ValueError(f"cpu backend: lengths must lie in [0, T={T}], got {array.tolist()}")
-    return array
+    check_length_range(lengths, T)
+    return lengths.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
 def _np(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:

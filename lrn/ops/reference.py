@@ -31,6 +31,18 @@ import torch
 ACTIVATIONS = ("tanh", "identity")
 
 
+def check_length_range(lengths: torch.Tensor | None, T: int) -> None:
+    """Every backend's one rule for lengths: each must lie in [0, T] (0: the sequence keeps
+    its initial state and outputs zeros).  Skipped while tracing (compile, export, jit.trace),
+    where it would be a data-dependent guard; eager calls always check."""
+    if (lengths is None or lengths.numel() == 0 or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting() or torch.jit.is_tracing()):
+        return
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 0 or high > T:
+        raise ValueError(f"lengths must lie in [0, T={T}], got min {low} and max {high}")
+
+
 def _active(T: int, B: int, lengths: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """(T, B, 1) bool: True where step t of sequence b is valid (t < lengths[b])."""
     if lengths is None:
@@ -125,6 +137,7 @@ def lrn_scan_reference(
     """The LRN recurrence on packed gates.  ``recurrent_gates=False`` is an ablation (not a
     kernel feature): the gates ignore h_{t-1}, f = sigma(q), i = sigma(k).  ``exportable``
     walks time with ``masked_time_scan`` (a scan op exporters keep) instead of a Python loop."""
+    check_length_range(lengths, gates.shape[0])
     num_gates = 4 if output_gate else 3
     H = gates.shape[-1] // (num_directions * num_gates)
 

@@ -40,6 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
+from lrn.ops.reference import check_length_range
+
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_BLOCK_H = 256
 MIN_BLOCK_H = 16
@@ -80,7 +82,8 @@ def _program_setup(lengths, T, B, H,
         backwards = d == 0
     seq_len = T
     if HAS_LENGTHS:
-        # Clamped like the reference: lengths > T mean all steps, < 0 none.
+        # The host checked 0 <= lengths <= T (check_length_range); the clamp keeps every
+        # load in bounds even so.
         seq_len = tl.minimum(tl.maximum(tl.load(lengths + b), 0), T).to(tl.int32)
     return cols, mask, gate_offs, out_offs, gate_step, out_step, state_offs, backwards, seq_len
 
@@ -253,7 +256,8 @@ def _flags(h0, lengths, num_directions, num_gates, reverse, tanh, output_gate, H
     return grid, meta
 
 
-def _lengths_on(lengths, device):
+def _lengths_on(lengths, T, device):
+    check_length_range(lengths, T)
     return None if lengths is None else lengths.to(device=device, dtype=torch.int64).contiguous()
 
 
@@ -268,7 +272,7 @@ def scan_forward(gates, h0, lengths, num_directions: int, reverse: bool, tanh: b
     if B == 0 or H == 0:
         return out, h_last
     h0 = None if h0 is None else h0.contiguous()
-    lengths = _lengths_on(lengths, gates.device)
+    lengths = _lengths_on(lengths, T, gates.device)
     grid, meta = _flags(h0, lengths, num_directions, num_gates, reverse, tanh, output_gate,
                         H, B, gates.device)
     _lrn_fwd_kernel[grid](gates, h0, lengths, out, h_last, T, B, H, **meta)
@@ -287,7 +291,7 @@ def scan_backward(grad_out, grad_h_last, gates, out, h0, lengths, num_directions
     if B == 0 or H == 0:
         return grad_gates, grad_h0
     h0 = None if h0 is None else h0.contiguous()
-    lengths = _lengths_on(lengths, gates.device)
+    lengths = _lengths_on(lengths, T, gates.device)
     grid, meta = _flags(h0, lengths, num_directions, num_gates, reverse, tanh, output_gate,
                         H, B, gates.device)
     _lrn_bwd_kernel[grid](grad_out.contiguous(), grad_h_last.contiguous(), gates,

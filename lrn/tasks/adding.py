@@ -127,7 +127,7 @@ class AddingTask(Task):
                  device: torch.device) -> dict[str, float]:
         inputs, targets = getattr(data, split)
         squared = 0.0
-        for start in range(0, targets.numel(), 500):
+        for start in self.progress(range(0, targets.numel(), 500), f"{split} mse"):
             x = inputs[:, start:start + 500].to(device)
             y = targets[start:start + 500].to(device)
             squared += float(((model(x).float() - y) ** 2).sum())

@@ -8,9 +8,8 @@ registers it with ``register``; the CLI looks tasks up by name.
 
 from __future__ import annotations
 
-import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,6 +82,18 @@ class Task(ABC):
         """Metrics of ``split`` ('valid' | 'test'): every name in ``metrics`` (numbers), and
         optionally more (numbers or strings)."""
 
+    #: set by the engine (main process, progress on) and by ``lrn eval``/``lrn predict``: evaluation
+    #: and prediction loops then show a transient progress bar of their own
+    show_progress: bool = False
+
+    def progress(self, iterable: Any, desc: str, total: int | None = None) -> Any:
+        """``iterable``, with a progress bar named "<task>: <desc>" when ``show_progress`` is set."""
+        if not self.show_progress:
+            return iterable
+        from tqdm.auto import tqdm  # the tasks extra; only reached when progress is asked for
+
+        return tqdm(iterable, desc=f"{self.name}: {desc}", total=total, leave=False, dynamic_ncols=True)
+
     # Optional hooks; the defaults suit tasks whose batches are independent.
     #: False for tasks that generate their own data (the adding problem): no --data needed.
     needs_data: ClassVar[bool] = True
@@ -100,6 +111,19 @@ class Task(ABC):
     def lr_scale(self, batch: Any) -> float:
         """Factor on the learning rate for ``batch`` (the LM scales it by its BPTT length)."""
         return 1.0
+
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> Any:
+        """The data object ``load_data`` would give, holding only the vocabularies of ``vocab``
+        (from ``vocab_state``) and no splits: all a trained run needs to predict on new input."""
+        if not self.needs_data:
+            return self.load_data(None, config, vocab)
+        raise NotImplementedError(f"{self.name}: no vocabulary-only data; evaluate with the dataset instead")
+
+    def predict_file(self, model: nn.Module, data: Any, config: dict[str, Any], path: Path,
+                     device: torch.device) -> Iterator[str]:
+        """Output lines for the raw input in ``path`` (``lrn predict TASK RUN --input FILE``),
+        for tasks whose input is a text file."""
+        raise NotImplementedError(f"{self.name}: no prediction from a text file")
 
 
 def preset_config(task: str, presets: dict[str, dict[str, Any]], preset: str, *, no_anchor: str | None = None,
@@ -120,26 +144,3 @@ TASKS: dict[str, type[Task]] = {}
 def register(cls: type[Task]) -> type[Task]:
     TASKS[cls.name] = cls
     return cls
-
-
-#: ``print_predictions(task, config, data, model, input_path, device)``: read ``input_path``,
-#: predict with the loaded run and write the predictions to stdout.
-PrintPredictions = Callable[[Task, dict[str, Any], Any, nn.Module, Path, torch.device], None]
-
-
-def add_predict_cli(subparsers: argparse._SubParsersAction, task: str, *, help: str, input_help: str,
-                    print_predictions: PrintPredictions) -> None:
-    """``lrn predict TASK RUN_DIR --input FILE [--device D]`` for a task whose input is a file."""
-
-    def command(args: argparse.Namespace) -> int:
-        from lrn.train import load_run  # the engine imports the tasks, not the other way round
-
-        run = load_run(args.run_dir, device=args.device)
-        print_predictions(run.task, run.config, run.data, run.model, Path(args.input), torch.device(args.device))
-        return 0
-
-    p = subparsers.add_parser(task, help=help)
-    p.add_argument("run_dir", help="a training run directory (with its checkpoint)")
-    p.add_argument("--input", required=True, help=input_help)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=command)

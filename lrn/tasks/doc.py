@@ -12,7 +12,6 @@ slice of the training rows (``valid_fraction``) is held out for validation.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import random
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, birnn_from_config, char_ids,
                             length_buckets, nonblank_lines, pad_batch, pad_chars, text_lines, tokenize)
 
@@ -229,6 +228,10 @@ class DocTask(Task):
                                 data_dir)
         return DocData(words, chars, names, splits)
 
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> DocData:
+        return DocData(Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"]), list(vocab["classes"]),
+                       splits={})
+
     def vocab_state(self, data: DocData) -> dict:
         return {"words": data.words.state_dict(), "chars": data.chars.state_dict(),
                 "classes": data.classes}
@@ -272,8 +275,8 @@ class DocTask(Task):
         was_training = model.training
         model.eval()
         out = [0] * len(docs)
-        for index in length_buckets([len(d.tokens) for d in docs], config["batch_size"] * 4,
-                                    shuffle=False):
+        for index in self.progress(length_buckets([len(d.tokens) for d in docs], config["batch_size"] * 4,
+                                                  shuffle=False), "classifying"):
             batch = self.make_batch(data, [docs[i] for i in index], config).to(device)
             for i, label in zip(index, model(batch.words, batch.chars, batch.lengths).argmax(1).tolist()):
                 out[i] = label
@@ -287,8 +290,12 @@ class DocTask(Task):
         accuracy = 100.0 * sum(p == d.label for p, d in zip(pred, docs)) / len(docs)
         return {"error": 100.0 - accuracy, "accuracy": accuracy}
 
+    def predict_file(self, model: nn.Module, data: DocData, config: dict[str, Any], path: Path,
+                     device: torch.device) -> Iterator[str]:
+        """One class name per document (line) of ``path``."""
+        for label in self.predict(model, data, read_lines(path, config["max_tokens"]), config, device):
+            yield data.classes[label]
 
-# ------------------------------------------------------------------------------ CLI
 
 def read_lines(path: Path, max_tokens: int) -> list[Document]:
     """One document per line (blank lines skipped), cut to ``max_tokens``."""
@@ -299,17 +306,3 @@ def read_lines(path: Path, max_tokens: int) -> list[Document]:
             raise DataError("empty document", path, lineno)
         docs.append(Document(tokens, 0))
     return docs
-
-
-def print_predictions(task: Task, config: dict[str, Any], data: DocData, model: nn.Module, path: Path,
-                      device: torch.device) -> None:
-    """One class name per line of ``path``."""
-    docs = read_lines(path, config["max_tokens"])
-    for label in task.predict(model, data, docs, config, device):
-        print(data.classes[label])
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """``lrn predict doc RUN_DIR --input FILE``."""
-    add_predict_cli(subparsers, "doc", help="classify documents, one per line",
-                    input_help="text file, one document per line", print_predictions=print_predictions)

@@ -120,7 +120,7 @@ def read_tokens(path: Path) -> list[str]:
 
 @dataclass
 class LMData:
-    dataset: str          # "ptb" | "wikitext-2" | "plain"
+    dataset: str          # "ptb" | "wikitext-2" | "plain"; "" for vocabularies only
     vocab: Vocab
     train: torch.Tensor   # (N,) token ids of the whole split
     valid: torch.Tensor
@@ -158,7 +158,7 @@ class RNNLM(nn.Module):
     expert, tied to the embedding) or, with ``head="linear"``, a plain softmax layer on the
     last recurrent layer (Zaremba et al.)."""
 
-    def __init__(self, cell: str, vocab_size: int, config: dict[str, Any], unigram: torch.Tensor):
+    def __init__(self, cell: str, vocab_size: int, config: dict[str, Any], unigram: torch.Tensor | None):
         super().__init__()
         self.c = {k: config[k] for k in ("dropout", "dropouth", "dropouti", "dropoute", "dropoutl", "wdrop")}
         emsize, nlayers, self.n_experts = int(config["emsize"]), int(config["nlayers"]), int(config["n_experts"])
@@ -191,8 +191,9 @@ class RNNLM(nn.Module):
         # steps pull every context toward the unigram through the recurrent weights, which
         # saturates cells whose h_{t-1} enters through a matrix (nn.LSTM/nn.GRU stayed at
         # the unigram plateau); starting there removes that pull for every cell alike.
-        with torch.no_grad():
-            self.decoder.bias.copy_(unigram)
+        if unigram is not None:  # None: a trained model about to load its checkpoint
+            with torch.no_grad():
+                self.decoder.bias.copy_(unigram)
         #: AR/TAR weights, read by the task's loss (which may only see a DDP wrapper)
         self.regularisation = {"alpha": float(config["alpha"]), "beta": float(config["beta"])}
 
@@ -285,11 +286,16 @@ class LanguageModelTask(Task):
         ids = {split: torch.tensor(v.encode(toks), dtype=torch.long) for split, toks in tokens.items()}
         return LMData(dataset, v, ids["train"], ids["valid"], ids["test"])
 
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> LMData:
+        empty = torch.zeros(0, dtype=torch.long)
+        return LMData("", Vocab.from_state(vocab), empty, empty, empty)
+
     def vocab_state(self, data: LMData) -> dict:
         return data.vocab.state_dict()
 
     def build_model(self, config: dict[str, Any], data: LMData, cell: str) -> nn.Module:
-        return RNNLM(cell, len(data.vocab), config, log_unigram(data.train, len(data.vocab)))
+        unigram = log_unigram(data.train, len(data.vocab)) if data.train.numel() else None
+        return RNNLM(cell, len(data.vocab), config, unigram)
 
     def train_batches(self, data: LMData, config: dict[str, Any], *, epoch: int, rank: int = 0,
                       world_size: int = 1) -> Iterator[LMBatch]:
@@ -352,7 +358,7 @@ class LanguageModelTask(Task):
         model.eval()
         total, count, hidden = 0.0, 0, None
         with torch.no_grad():
-            for start in range(0, inputs.shape[0], int(config["bptt"])):
+            for start in self.progress(range(0, inputs.shape[0], int(config["bptt"])), f"{split} ppl"):
                 x = inputs[start:start + int(config["bptt"])].to(device)
                 y = targets[start:start + int(config["bptt"])].to(device)
                 nll, _, _, hidden = model(x, y, hidden)
@@ -368,25 +374,20 @@ def _cast(state, **to):
 
 
 # -------------------------------------------------------------- generate
-def generate_from_run(run_dir: str | Path, words: int, *, temperature: float = 1.0, seed: int = 0,
-                      device: str = "cpu") -> str:
+def generate(model: RNNLM, vocab: Vocab, words: int, *, temperature: float = 1.0, seed: int = 0,
+             device: str | torch.device = "cpu") -> str:
     """``words`` words sampled from a trained LM, one line per ``<eos>``."""
-    from lrn.train import load_run
-
     if words < 1:
         raise ValueError(f"--words must be at least 1, got {words}")
     if not temperature > 0:
         raise ValueError(f"--temperature must be positive, got {temperature}")
-    task, _config, data, model = load_run(run_dir, device=device)
-    if task.name != "lm":
-        raise ValueError(f"{run_dir} is a {task.name} run; generate needs a language model (lm)")
     generator = torch.Generator(device=device).manual_seed(seed)
-    token = torch.tensor([[data.vocab.stoi[EOS]]], device=device)  # (1, 1): start a new sentence
+    token = torch.tensor([[vocab.stoi[EOS]]], device=device)  # (1, 1): start a new sentence
     hidden, out = None, []
     with torch.no_grad():
         for _ in range(words):
             output, _, hidden = model.encode(token, hidden)
             probs = torch.softmax(model.log_probs(output)[0, 0] / temperature, -1)
             token = torch.multinomial(probs, 1, generator=generator).view(1, 1)
-            out.append(data.vocab.itos[int(token)])
+            out.append(vocab.itos[int(token)])
     return " ".join(out).replace(f" {EOS} ", "\n").replace(EOS, "\n").strip()

@@ -10,9 +10,7 @@ data and saved with the run as JSON.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -223,6 +221,9 @@ class MTTask(Task):
             splits[name] = Split(src, tgt, list(src_text), list(tgt_text))
         return MTData(tokenizer, splits)
 
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> MTData:
+        return MTData(Tokenizer.from_str(vocab["bpe"]), splits={})
+
     def vocab_state(self, data: MTData) -> dict:
         return {"bpe": data.tokenizer.to_str()}
 
@@ -279,11 +280,11 @@ class MTTask(Task):
         model.eval()
         try:
             start = time.perf_counter()
-            hyps = translate_ids(model, split.src, config, device)
+            hyps = translate_ids(model, split.src, config, device, progress=self.show_progress)
             elapsed = time.perf_counter() - start
             nll, tokens = 0.0, 0
             with torch.no_grad():
-                for i in range(0, len(split.src), config["decode_batch_size"]):
+                for i in self.progress(range(0, len(split.src), config["decode_batch_size"]), "ppl"):
                     batch = make_batch(split.src[i:i + config["decode_batch_size"]],
                                        split.tgt[i:i + config["decode_batch_size"]]).to(device)
                     logits = model(batch.src, batch.src_lengths, batch.tgt_in)
@@ -329,51 +330,9 @@ def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], config: dict[str
     return out
 
 
-# ---------------------------------------------------------------------- CLI
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "translate", help="translate sentences with a trained mt run",
-        description="Translate one sentence per line from --input (default: stdin) with the "
-                    "run's best checkpoint; writes one detokenised translation per line.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of an `lrn train mt` run")
-    p.add_argument("--input", help="source sentences, one per line (default: stdin)")
-    p.add_argument("--output", help="where to write translations (default: stdout)")
-    p.add_argument("--beam", type=int, help="beam size (default: the run's beam_size; 1: greedy)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_translate)
-
-
-def load_translator(run_dir: str | Path, device: str = "cpu") -> tuple[Seq2Seq, Tokenizer, dict]:
-    """The best (else last) checkpoint of an mt run: (model in eval mode, tokenizer, config)."""
-    from lrn.train.checkpoint import load_checkpoint
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such run directory")
-    checkpoint = load_checkpoint(run_dir, "best") or load_checkpoint(run_dir, "last")
-    if checkpoint is None:
-        raise ValueError(f"{run_dir}: no checkpoint found (is it a run directory of `lrn train mt`?)")
-    if checkpoint.meta["task"] != MTTask.name:
-        raise ValueError(f"{run_dir} holds a {checkpoint.meta['task']} run, not an mt run")
-    config = checkpoint.meta["config"]
-    tokenizer = Tokenizer.from_str(checkpoint.vocab["bpe"])
-    model = MTTask().build_model(config, MTData(tokenizer, {}), checkpoint.meta["cell"])
-    model.load_state_dict(checkpoint.model_state())
-    return model.to(device).eval(), tokenizer, config
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    if args.beam is not None and args.beam < 1:
-        raise ValueError(f"--beam must be >= 1, got {args.beam}")
-    model, tokenizer, config = load_translator(args.run_dir, args.device)
-    lines = (read_lines(Path(args.input)) if args.input
-             else [" ".join(line.split()) for line in sys.stdin])
-    ids = translate_ids(model, bpe_encode(tokenizer, lines), config, torch.device(args.device),
-                        beam_size=args.beam, progress=not args.no_progress)
-    text = "".join(bpe_decode(tokenizer, x) + "\n" for x in ids)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+def translate(model: Seq2Seq, tokenizer: Tokenizer, lines: Sequence[str], config: dict[str, Any],
+              device: torch.device, *, beam_size: int | None = None, progress: bool = False) -> list[str]:
+    """Detokenised translations of ``lines`` (one sentence each), in input order."""
+    ids = translate_ids(model, bpe_encode(tokenizer, lines), config, device, beam_size=beam_size,
+                        progress=progress)
+    return [bpe_decode(tokenizer, x) for x in ids]

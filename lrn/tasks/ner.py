@@ -10,10 +10,8 @@ Metric: conlleval's entity-level precision / recall / F1 (see ``conll_scores``).
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,10 +21,9 @@ from typing import Any
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 from torch import nn
-from tqdm import tqdm
 
 from lrn.modules.crf import CRF
-from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, birnn_from_config, char_ids,
                             length_buckets, nonblank_lines, pad_batch, pad_chars, text_lines)
 
@@ -248,14 +245,9 @@ class NERTask(Task):
         return preset_config(self.name, PRESETS, preset, no_anchor=NO_ANCHOR, layer_norm=False, seed=0)
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> NERData:
-        if data_dir is None:  # a trained run used for prediction only
-            if vocab is None:
-                raise ValueError("ner: --data is required to build vocabularies")
-            data_dir, splits = None, {}
-        else:
-            data_dir = Path(data_dir)
-            splits = {split: read_conll(data_dir / name) for split, name in SPLIT_FILES.items()}
-        train = splits.get("train", [])
+        data_dir = Path(data_dir)
+        splits = {split: read_conll(data_dir / name) for split, name in SPLIT_FILES.items()}
+        train = splits["train"]
         counts = Counter(normalise_word(t) for s in train for t in s.tokens)
         if vocab is None:
             words = Vocab.build(counts.elements())
@@ -271,6 +263,10 @@ class NERTask(Task):
                             data_dir / SPLIT_FILES["train"])
         # valid/test may hold entity types never seen in training: they count as misses.
         return NERData(words, chars, tags, splits, singletons)
+
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> NERData:
+        return NERData(Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"]), list(vocab["tags"]),
+                       splits={}, singletons=set())
 
     def vocab_state(self, data: NERData) -> dict:
         return {"words": data.words.state_dict(), "chars": data.chars.state_dict(), "tags": data.tags}
@@ -316,14 +312,14 @@ class NERTask(Task):
 
     @torch.no_grad()
     def predict(self, model: NERModel, data: NERData, sentences: Sequence[Sentence],
-                config: dict[str, Any], device: torch.device, progress: bool = False) -> list[list[str]]:
+                config: dict[str, Any], device: torch.device) -> list[list[str]]:
         """IOB2 tags of every sentence, in order."""
         was_training = model.training
         model.eval()
         out: list[list[str]] = [[] for _ in sentences]
         buckets = length_buckets([len(s.tokens) for s in sentences], config["batch_size"] * 4,
                                  shuffle=False)
-        for index in tqdm(buckets, desc="ner: tagging", disable=not progress, leave=False):
+        for index in self.progress(buckets, "tagging"):
             batch = self.make_batch(data, [sentences[i] for i in index], index, config).to(device)
             tags = model.decode(batch.words, batch.chars, batch.lengths).cpu()  # (T, B)
             for b, i in enumerate(index):
@@ -338,24 +334,16 @@ class NERTask(Task):
         pred = self.predict(model, data, sentences, config, device)
         return conll_scores([s.tags for s in sentences], pred)
 
+    def predict_file(self, model: NERModel, data: NERData, config: dict[str, Any], path: Path,
+                     device: torch.device) -> Iterator[str]:
+        """CoNLL output: "token tag" per line, a blank line after each sentence of ``path``."""
+        sentences = read_raw(path)
+        for s, t in zip(sentences, self.predict(model, data, sentences, config, device)):
+            yield "".join(f"{tok} {tag}\n" for tok, tag in zip(s.tokens, t))
 
-# ------------------------------------------------------------------------------ CLI
 
 def read_raw(path: Path) -> list[Sentence]:
     """Whitespace-tokenised text, one sentence per line (blank lines skipped)."""
     return [Sentence(line.split(), ["O"] * len(line.split())) for _, line in nonblank_lines(path)]
 
 
-def print_predictions(task: Task, config: dict[str, Any], data: NERData, model: nn.Module, path: Path,
-                      device: torch.device) -> None:
-    """CoNLL output: "token tag" per line, a blank line after each sentence of ``path``."""
-    sentences = read_raw(path)
-    tags = task.predict(model, data, sentences, config, device, progress=True)
-    for s, t in zip(sentences, tags):
-        sys.stdout.write("".join(f"{tok} {tag}\n" for tok, tag in zip(s.tokens, t)) + "\n")
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """``lrn predict ner RUN_DIR --input FILE``."""
-    add_predict_cli(subparsers, "ner", help="tag raw text (one whitespace-tokenised sentence per line)",
-                    input_help="text file, one sentence per line", print_predictions=print_predictions)

@@ -9,7 +9,6 @@ and max pooling; an MLP classifier.  Metric: accuracy.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrn.tasks.base import DataError, Task, add_predict_cli, preset_config, register
+from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.text import (Vocab, WordCharEmbedding, char_ids, length_buckets, make_rnn_from_spec,
                             nonblank_lines, pad_batch, pad_chars, tokenize)
 
@@ -190,6 +189,9 @@ class NLITask(Task):
             words, chars = Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"])
         return NLIData(words, chars, splits)
 
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> NLIData:
+        return NLIData(Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"]), splits={})
+
     def vocab_state(self, data: NLIData) -> dict:
         return {"words": data.words.state_dict(), "chars": data.chars.state_dict()}
 
@@ -240,7 +242,8 @@ class NLITask(Task):
         was_training = model.training
         model.eval()
         out = [0] * len(pairs)
-        for index in length_buckets(self._lengths(pairs), config["batch_size"] * 4, shuffle=False):
+        for index in self.progress(length_buckets(self._lengths(pairs), config["batch_size"] * 4, shuffle=False),
+                                   "labelling"):
             batch = self.make_batch(data, [pairs[i] for i in index], config).to(device)
             for i, label in zip(index, model(*batch.premise, *batch.hypothesis).argmax(1).tolist()):
                 out[i] = label
@@ -254,8 +257,12 @@ class NLITask(Task):
         correct = sum(p == pair.label for p, pair in zip(pred, pairs))
         return {"accuracy": 100.0 * correct / len(pairs)}
 
+    def predict_file(self, model: nn.Module, data: NLIData, config: dict[str, Any], path: Path,
+                     device: torch.device) -> Iterator[str]:
+        """One label per premise<TAB>hypothesis line of ``path``."""
+        for label in self.predict(model, data, read_pairs(path), config, device):
+            yield LABELS[label]
 
-# ------------------------------------------------------------------------------ CLI
 
 def read_pairs(path: Path) -> list[Pair]:
     """``premise<TAB>hypothesis`` per line (blank lines skipped)."""
@@ -266,18 +273,3 @@ def read_pairs(path: Path) -> list[Pair]:
             raise DataError("expected 'premise<TAB>hypothesis'", path, lineno)
         pairs.append(Pair(fields[0], fields[1], 0))
     return pairs
-
-
-def print_predictions(task: Task, config: dict[str, Any], data: NLIData, model: nn.Module, path: Path,
-                      device: torch.device) -> None:
-    """One label per premise<TAB>hypothesis line of ``path``."""
-    pairs = read_pairs(path)
-    for label in task.predict(model, data, pairs, config, device):
-        print(LABELS[label])
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """``lrn predict nli RUN_DIR --input FILE``."""
-    add_predict_cli(subparsers, "nli", help="label premise<TAB>hypothesis lines",
-                    input_help="text file, one premise<TAB>hypothesis per line",
-                    print_predictions=print_predictions)

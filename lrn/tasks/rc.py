@@ -13,7 +13,6 @@ of its answers, with the official SQuAD v1.1 normalisation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -28,12 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from lrn.modules import parse_cell_spec
 from lrn.tasks.base import DataError, Task, preset_config, register
 from lrn.tasks.rc_model import RCBatch, RNet, best_spans
-from lrn.tasks.text import Vocab, char_ids, length_buckets, load_glove, pad_batch, text_lines, tokenize
+from lrn.tasks.text import Vocab, char_ids, length_buckets, load_glove, pad_batch, tokenize
 
 # ---------------------------------------------------------------- SQuAD v1.1 metrics
 
@@ -315,6 +313,9 @@ class ReadingComprehension(Task):
     def config(self, preset: str, data_dir: Path) -> dict[str, Any]:
         return preset_config(self.name, PRESETS, preset, no_anchor=NO_ANCHOR)
 
+    def vocab_data(self, config: dict[str, Any], vocab: dict) -> RCData:
+        return RCData(Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"]), splits={})
+
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> RCData:
         squad = Path(data_dir) / "rc" / "squad"
         train_path, dev_path = squad / "train-v1.1.json", squad / "dev-v1.1.json"
@@ -390,7 +391,7 @@ class ReadingComprehension(Task):
         offsets = [(0, 0)] * len(examples)
         batches = length_buckets(lengths, config["eval_batch_size"], shuffle=False)
         # disable=None: a bar on a terminal only, not in logs
-        for index in tqdm(batches, desc="rc predict", leave=False, disable=None):
+        for index in self.progress(batches, "answering"):
             batch = make_batch(examples, index, data, limit).to(device)
             starts, ends, _ = best_spans(*model(batch), config["max_answer_len"])
             for i, s, e in zip(index, starts.tolist(), ends.tolist()):
@@ -417,54 +418,3 @@ class ReadingComprehension(Task):
         whole = dict(config, test_para_limit=len(example.paragraph.tokens))
         (start, end), = self.predict(model, data, [example], whole, device)
         return context[start:end], start, end
-
-
-# ---------------------------------------------------------------- lrn predict rc
-
-def load_reader(run_dir: str | Path, device: str = "cpu"
-                ) -> tuple[ReadingComprehension, dict[str, Any], RCData, nn.Module]:
-    """(task, config, vocabularies, model) of a trained rc run.  Unlike
-    ``lrn.train.load_run`` it does not read SQuAD: answering needs only the vocabularies."""
-    from lrn.train.checkpoint import load_checkpoint
-
-    run_dir = Path(run_dir)
-    checkpoint = load_checkpoint(run_dir, "best") or load_checkpoint(run_dir, "last")
-    if checkpoint is None:
-        raise ValueError(f"{run_dir}: no checkpoint found (is it a run directory of `lrn train rc`?)")
-    if checkpoint.meta["task"] != "rc":
-        raise ValueError(f"{run_dir}: a run of task {checkpoint.meta['task']!r}, not rc")
-    # The word vectors come from the checkpoint: do not read the embeddings file again.
-    config = dict(checkpoint.meta["config"], embeddings=None)
-    task = ReadingComprehension()
-    data = RCData(Vocab.from_state(checkpoint.vocab["words"]),
-                  Vocab.from_state(checkpoint.vocab["chars"]), splits={})
-    model = task.build_model(config, data, checkpoint.meta["cell"])
-    model.load_state_dict(checkpoint.model_state())
-    return task, config, data, model.to(device).eval()
-
-
-def predict_command(args: argparse.Namespace) -> int:
-    path = Path(args.context)
-    if not path.is_file():
-        raise DataError("context file not found", path)
-    context = "".join(line for _, line in text_lines(path))
-    if not context.strip():
-        raise DataError("context file is empty", path)
-    task, config, data, model = load_reader(args.run_dir, args.device)
-    text, start, end = task.answer(model, data, config, context, args.question,
-                                   torch.device(args.device))
-    print(json.dumps({"answer": text, "start": start, "end": end}, ensure_ascii=False)
-          if args.json else text)
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """``lrn predict rc RUN_DIR --context FILE --question "..."``."""
-    p = subparsers.add_parser("rc", help="answer a question about a text (extractive span)")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `lrn train rc`")
-    p.add_argument("--context", required=True, metavar="FILE", help="UTF-8 text file to read")
-    p.add_argument("--question", required=True, help="the question, in quotes")
-    p.add_argument("--json", action="store_true",
-                   help='print {"answer", "start", "end"}: the character offsets into FILE')
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.set_defaults(func=predict_command)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from lrn.modules import count_parameters, parse_cell_spec
 from lrn.tasks import get_task
 from lrn.tasks.base import DataError, Task
-from lrn.train import distributed
+import lrn.train.distributed as distributed
 from lrn.train.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lrn.train.config import resolve_config
 from lrn.train.optim import Optimization
@@ -60,7 +60,7 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
     ``resume``, everything but the step/time limits comes from the run's last checkpoint;
     ``overrides`` that differ from its settings are refused.
     """
-    d = distributed.setup(device)
+    proc = distributed.setup(device)
     task = get_task(task) if isinstance(task, str) else task
     out_dir = Path(out_dir)
     if max_steps is not None and max_steps < 0:
@@ -99,18 +99,18 @@ def train(task: str | Task, data_dir: str | Path | None, cell: str, *, preset: s
     if not (config.get("max_steps") is not None or config.get("max_epochs") or max_minutes is not None):
         raise ValueError("no stopping rule: set --max-steps, --max-minutes or the max_epochs setting")
 
-    seed_everything(int(config["seed"]) + d.rank)
+    seed_everything(int(config["seed"]) + proc.rank)
     data = task.load_data(data_dir, config, checkpoint.vocab if checkpoint else None)
-    model = task.build_model(config, data, cell).to(d.device)
-    trainer = Trainer(task, data, model, config, d, out_dir=out_dir, cell=cell, preset=preset,
+    model = task.build_model(config, data, cell).to(proc.device)
+    trainer = Trainer(task, data, model, config, proc, out_dir=out_dir, cell=cell, preset=preset,
                       data_dir=data_dir, progress=progress)
-    with run_lock(out_dir) if d.is_main else contextlib.nullcontext():
-        if checkpoint is None and d.is_main and _holds_a_run(out_dir):
+    with run_lock(out_dir) if proc.is_main else contextlib.nullcontext():
+        if checkpoint is None and proc.is_main and _holds_a_run(out_dir):
             raise ValueError(f"{out_dir} already holds a run (written while this one started): pass --resume "
                              "to continue it, or choose another --out")
         if checkpoint is not None:
             trainer.restore(checkpoint)
-        if d.is_main:
+        if proc.is_main:
             (out_dir / "results.json").unlink(missing_ok=True)
         return trainer.fit(max_minutes)
 
@@ -165,14 +165,15 @@ class Trainer:
     """One run's mutable state; ``fit`` runs it to a stopping rule."""
 
     def __init__(self, task: Task, data: Any, model: nn.Module, config: dict[str, Any],
-                 d: distributed.Dist, *, out_dir: Path, cell: str, preset: str,
+                 proc: distributed.Process, *, out_dir: Path, cell: str, preset: str,
                  data_dir: Path | None, progress: bool):
-        self.task, self.data, self.model, self.config, self.d = task, data, model, config, d
+        self.task, self.data, self.model, self.config, self.proc = task, data, model, config, proc
         self.out_dir, self.cell, self.preset, self.data_dir = out_dir, cell, preset, data_dir
         self.progress = progress
+        task.show_progress = progress and proc.is_main  # validation and testing show their own bars
         self.opt = Optimization(model, config)
-        self.ddp_model = (DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda"
-                                                  else None) if d.enabled else model)
+        self.ddp_model = (DistributedDataParallel(model, device_ids=[proc.device.index] if proc.device.type == "cuda"
+                                                  else None) if proc.enabled else model)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0          # batches of ``epoch`` already trained on
@@ -194,8 +195,15 @@ class Trainer:
         max_steps = self.config.get("max_steps")
         max_epochs = self.config.get("max_epochs")
         budget_s = None if max_minutes is None else 60.0 * max_minutes
-        bar = tqdm(total=max_steps, initial=self.step, desc=f"{self.task.name} {self.cell}",
-                   unit="step", disable=not (self.progress and self.d.is_main), dynamic_ncols=True)
+        show = self.progress and self.proc.is_main
+        if budget_s is None:
+            bar = tqdm(total=max_steps, initial=self.step, desc=f"{self.task.name} {self.cell}", unit="step",
+                       disable=not show, dynamic_ncols=True)
+        else:  # a time limit: the bar counts seconds of training steps, the budget it is held to
+            bar = tqdm(total=round(budget_s), desc=f"{self.task.name} {self.cell}", unit="s", disable=not show,
+                       dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total} s of training steps "
+                                                      "[{elapsed} in all{postfix}]")
+            bar.update(min(self.train_seconds, budget_s))
         recent: deque[float] = deque(maxlen=50)
         with self._signals_caught(), bar:
             stop = False
@@ -208,7 +216,7 @@ class Trainer:
                     over_steps = max_steps is not None and self.step >= max_steps
                     ended, halted, interrupted = distributed.sum_across(
                         [float(batch is None), float(over_time or over_steps), float(self.signal is not None)],
-                        self.d)
+                        self.proc)
                     if interrupted:
                         self._interrupt(bar)
                     if halted:
@@ -226,8 +234,13 @@ class Trainer:
                     loss = self.train_step(batch)
                     self.train_seconds += time.perf_counter() - started
                     recent.append(loss)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{statistics.fmean(recent):.4f}", **self._bar_metric(), refresh=False)
+                    if budget_s is None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{statistics.fmean(recent):.4f}", **self._bar_metric(), refresh=False)
+                    else:
+                        bar.update(min(self.train_seconds, budget_s) - bar.n)
+                        bar.set_postfix(step=self.step, loss=f"{statistics.fmean(recent):.4f}", **self._bar_metric(),
+                                        refresh=False)
                     every = self.config.get("eval_every")
                     if every and self.step % every == 0:
                         self._validate()
@@ -239,7 +252,7 @@ class Trainer:
 
     def _epoch_batches(self):
         it = iter(self.task.train_batches(self.data, self.config, epoch=self.epoch,
-                                          rank=self.d.rank, world_size=self.d.world_size))
+                                          rank=self.proc.rank, world_size=self.proc.world_size))
         for _ in range(self.batch_in_epoch):  # resuming inside an epoch
             if next(it, None) is None:
                 raise TrainingError("cannot resume: the epoch has fewer batches than the checkpoint "
@@ -250,7 +263,7 @@ class Trainer:
         return it
 
     def _autocast(self):
-        if self.d.device.type == "cuda" and self.config.get("amp", True):
+        if self.proc.device.type == "cuda" and self.config.get("amp", True):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -260,10 +273,10 @@ class Trainer:
         self.opt.set_lr(self.opt.lr_at(self.step, self.epoch) * self.task.lr_scale(batch))
         self.ddp_model.train()
         with self._autocast():
-            loss, items = self.task.loss(self.ddp_model, batch, self.d.device)
+            loss, items = self.task.loss(self.ddp_model, batch, self.proc.device)
         value = float(loss.detach())
         loss_sum, item_sum, bad = distributed.sum_across(
-            [value * items, float(items), float(not math.isfinite(value))], self.d)
+            [value * items, float(items), float(not math.isfinite(value))], self.proc)
         if bad:
             self._fail(f"training loss is {value} at step {self.step + 1}")
         self.opt.optimizer.zero_grad(set_to_none=True)
@@ -274,8 +287,8 @@ class Trainer:
             if not math.isfinite(norm):
                 self._fail(f"gradient norm is {norm} at step {self.step + 1}")
         self.opt.optimizer.step()
-        if self.d.device.type == "cuda":
-            torch.cuda.synchronize(self.d.device)
+        if self.proc.device.type == "cuda":
+            torch.cuda.synchronize(self.proc.device)
         self.step += 1
         self.batch_in_epoch += 1
         self.items += int(item_sum)
@@ -306,9 +319,9 @@ class Trainer:
         test sets, a BLEU signature) stays on rank 0, the only rank that writes results."""
         self.model.eval()
         extras: dict[str, float | str] = {}
-        if self.d.is_main:
+        if self.proc.is_main:
             with torch.no_grad(), self._autocast():
-                metrics = self.task.evaluate(self.model, self.data, split, self.config, self.d.device)
+                metrics = self.task.evaluate(self.model, self.data, split, self.config, self.proc.device)
             missing = set(self.task.metrics) - set(metrics)
             if missing:
                 raise TrainingError(f"task {self.task.name} did not report metrics {sorted(missing)}")
@@ -318,7 +331,7 @@ class Trainer:
         else:
             values = [0.0] * len(self.task.metrics)
         self.model.train()
-        return dict(zip(self.task.metrics, distributed.broadcast_values(values, self.d))) | extras
+        return dict(zip(self.task.metrics, distributed.broadcast_values(values, self.proc))) | extras
 
     def _validate(self) -> None:
         primary = self.task.primary_metric
@@ -327,7 +340,7 @@ class Trainer:
             score = self._metric_sign() * metrics[primary]
             if self.best is None or score < self._metric_sign() * self.best["metrics"][primary]:
                 self.best = {"step": self.step, "metrics": metrics}
-                if self.d.is_main:
+                if self.proc.is_main:
                     save_checkpoint(self.out_dir, "best", model_state=self.model.state_dict(),
                                     meta=self._meta(metrics), vocab=self.task.vocab_state(self.data),
                                     trainer_state=None)
@@ -346,8 +359,8 @@ class Trainer:
         # Every rank's RNG and carried state, so that each rank resumes exactly.
         per_rank = distributed.gather_tensors(
             {"rng": torch.get_rng_state(), **{f"carry.{k}": v for k, v in self.task.carry_state().items()}},
-            self.d)
-        if self.d.is_main:
+            self.proc)
+        if self.proc.is_main:
             state = {
                 "optimization": self.opt.state_dict(),
                 "rng": rng_state(),
@@ -363,14 +376,14 @@ class Trainer:
             save_checkpoint(self.out_dir, "last", model_state=self.model.state_dict(), meta=self._meta(),
                             vocab=self.task.vocab_state(self.data), trainer_state=state)
         self.last_saved_step = self.step
-        distributed.barrier(self.d)
+        distributed.barrier(self.proc)
 
     def restore(self, checkpoint) -> None:
         self.model.load_state_dict(checkpoint.model_state())
         state = checkpoint.trainer_state()
         self.opt.load_state_dict(state["optimization"])
         set_rng_state(state["rng"])
-        rank = self.d.rank if self.d.rank < len(state["rank_rng"]) else 0
+        rank = self.proc.rank if self.proc.rank < len(state["rank_rng"]) else 0
         torch.set_rng_state(state["rank_rng"][rank])
         self.pending_carry = state["rank_carry"][rank] or None
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
@@ -410,7 +423,7 @@ class Trainer:
 
     # --------------------------------------------------------------- finish
     def _finish(self) -> dict[str, Any]:
-        best = load_checkpoint(self.out_dir, "best") if self.d.is_main else None
+        best = load_checkpoint(self.out_dir, "best") if self.proc.is_main else None
         if best is not None:
             self.model.load_state_dict(best.model_state())
         test = self.evaluate("test")
@@ -428,17 +441,17 @@ class Trainer:
             "time_per_batch_s": statistics.median(timed) if timed else None,
             "tokens_per_s": self.items / sum(self.step_seconds) if self.step_seconds else None,
             "max_minutes": self.max_minutes,
-            "world_size": self.d.world_size,
-            "device": str(self.d.device),
+            "world_size": self.proc.world_size,
+            "device": str(self.proc.device),
             "data_dir": None if self.data_dir is None else str(self.data_dir),
             "best_step": self.best["step"] if self.best else None,
             "metrics": {"valid": self.best["metrics"] if self.best else None, "test": test},
         }
-        if self.d.is_main:
+        if self.proc.is_main:
             atomic_write_json(self.out_dir / "log.json", compact_log(
                 {"train_loss": self.losses, "step_seconds": self.step_seconds, "evals": self.evals}))
             atomic_write_json(self.out_dir / "results.json", results)
-        distributed.barrier(self.d)
+        distributed.barrier(self.proc)
         return results
 
     def _wall_seconds(self) -> float:

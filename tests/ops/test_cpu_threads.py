@@ -124,6 +124,8 @@ out.sum().backward()
 print(tuple(out.shape))
 """)
     assert layer.returncode == 0 and layer.stdout.strip() == "(5, 70, 32)", layer.stderr[-2000:]
-    cli = _run(block + "from lrn.cli import main\nraise SystemExit(main(['info']))\n")
+    info = _run(block + "from lrn.cli import main\nraise SystemExit(main(['info']))\n")
+    assert info.returncode == 0 and "backends" in info.stdout, info.stderr[-2000:]
+    cli = _run(block + "from lrn.cli import main\nraise SystemExit(main(['train', 'adding', '--cell', 'lrn', '--out', 'x']))\n")
     assert cli.returncode == 2
-    assert cli.stderr.startswith("lrn: error: the lrn command needs the 'tasks' extra") and cli.stderr.count("\n") == 1
+    assert cli.stderr.startswith("lrn: error: `lrn train` needs the 'tasks' extra") and cli.stderr.count("\n") == 1

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lrn.analysis.paper_numbers import PAPER_ROWS
 from lrn.analysis.report import MAX_FIGURE_WIDTH, build_report, collect
-from lrn.bench import BenchConfig, run_bench
+from lrn.bench.measure import BenchConfig, run_bench
 
 
 def _results(task, cell, metrics, *, data_dir, layer_norm=False, hidden=8, preset="paper"):

@@ -71,12 +71,14 @@ def test_eager_inference_runs_the_kernel_without_the_op(monkeypatch):
     monkeypatch.setattr(fused, "scan", refuse)
     activation = "tanh" if tanh else "identity"
     with torch.no_grad():
-        got = lrn.functional.lrn_scan(gates, h0, lengths, D, reverse, activation, og, "cpu")
+        got = lrn.functional.lrn_scan(gates, h0, lengths, num_directions=D, reverse=reverse, activation=activation,
+                                      output_gate=og, backend="cpu")
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # With autograd needed the op is still used.
     with pytest.raises(AssertionError, match="custom op was dispatched"):
-        lrn.functional.lrn_scan(gates, h0, lengths, D, reverse, activation, og, "cpu")
+        lrn.functional.lrn_scan(gates, h0, lengths, num_directions=D, reverse=reverse, activation=activation,
+                                output_gate=og, backend="cpu")
 
 
 @pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")

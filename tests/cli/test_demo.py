@@ -7,7 +7,7 @@ import json
 import matplotlib.image
 import torch
 
-from lrn.demo import run_demo
+from lrn.demo import run_demo, steps_to_solve
 from lrn.tasks.adding import MEAN_BASELINE_MSE, _generator, generate
 from lrn.train import train
 
@@ -32,13 +32,25 @@ def test_lrn_solves_the_adding_problem_with_100_steps(tmp_path):
     assert results["metrics"]["test"]["mse"] < MEAN_BASELINE_MSE / 3
 
 
-def test_demo_writes_table_plot_and_results(tmp_path, capsys):
-    results = run_demo(tmp_path / "demo", seconds=0.5, progress=False,
-                       overrides={"valid_size": 64, "test_size": 64, "eval_every": 5})
+def test_demo_trains_equal_steps_and_writes_table_plot_and_results(tmp_path, capsys):
+    results = run_demo(tmp_path / "demo", steps=6, progress=False,
+                       overrides={"valid_size": 64, "test_size": 64, "eval_every": 3, "hidden_size": 16})
     out = capsys.readouterr().out
-    assert "| lrn |" in out and "| lstm |" in out and "| gru |" in out and "predict the mean" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"lrn", "lstm", "gru", "always predict the mean"} <= set(rows)
+    assert "every cell trained 6 steps; solved means test MSE < 0.0167" in out
+    assert rows["lstm"].split("|")[5].strip() == "1.00"  # the x LSTM column
     image = matplotlib.image.imread(tmp_path / "demo" / "learning_curves.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
     on_disk = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert on_disk["seconds_per_cell"] == 0.5 and [r["cell"] for r in on_disk["runs"]] == ["lrn", "lstm", "gru"]
+    assert [r["cell"] for r in on_disk["runs"]] == ["lrn", "lstm", "gru"]
+    assert all(r["steps"] == 6 for r in on_disk["runs"]) and on_disk["steps"] == 6
+    assert all(curve["step"] == [3, 6] for curve in on_disk["curves"].values())  # a curve per cell, not a dot
+    assert set(on_disk["step_seconds"]) == {"lrn", "lstm", "gru"}
     assert on_disk == json.loads(json.dumps(results))
+
+
+def test_steps_to_solve_reads_the_first_step_under_the_threshold():
+    curve = {"step": [100, 200, 300], "valid_mse": [0.1, 0.0166, 0.001]}
+    assert steps_to_solve(curve) == 200
+    assert steps_to_solve({"step": [100], "valid_mse": [0.0167]}) is None

@@ -10,15 +10,6 @@ from lrn.tasks.base import DataError
 from lrn.tasks.nli import LABELS, NLITask, mean_max_pool, read_snli
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models on a shared machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

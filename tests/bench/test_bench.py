@@ -7,16 +7,10 @@ import json
 import pytest
 import torch
 
-from lrn.bench import (
-    BenchConfig,
-    add_cli,
-    evaluate_targets,
-    format_markdown,
-    parse_shapes,
-    plot_report,
-    recurrence_bytes,
-    run_bench,
-)
+from lrn.bench.cli import add_cli, parse_shapes
+from lrn.bench.measure import BenchConfig, recurrence_bytes, run_bench
+from lrn.bench.report import format_markdown, plot_report
+from lrn.bench.targets import evaluate_targets
 from lrn.functional import resolve_backend
 
 TINY = [(2, 4, 8), (2, 6, 8), (3, 4, 8)]  # (B, T, H): two values of T at B=2, two of B at T=4
@@ -137,7 +131,7 @@ def test_cell_step_script_reports_every_cell():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "cell_step.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cell_step.py"
     spec = importlib.util.spec_from_file_location("cell_step", path)
     cell_step = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cell_step)
@@ -148,3 +142,11 @@ def test_cell_step_script_reports_every_cell():
     table = cell_step.markdown(report)
     assert table.count("\n| 1 | ") == 1 and table.count("\n| 3 | ") == 1
     assert "(1.00)" in table  # the GRUCell column is its own baseline
+
+
+def test_rows_round_trip_through_json(report):
+    from lrn.bench.rows import Row, rows_of
+
+    assert [row.to_json() for row in rows_of(report)] == report["results"]
+    assert all(isinstance(row, Row) and row.impls["lstm"].timing["train"].ratio["lstm"] == 1.0
+               for row in rows_of(report))

@@ -7,7 +7,7 @@ import pytest
 
 from lrn.analysis.report import build_report
 from lrn.cli import main
-from lrn.train import load_run
+from lrn.predict import load_run
 
 ABLATIONS = ["lrn", "lrn:activation=identity", "lrn:layer_norm=true", "olrn", "lrn:recurrent_gates=false"]
 

@@ -155,15 +155,6 @@ def write_toy_corpus(root, seed=0):
                 f.write("".join(f"{w} {t}\n" for w, t in sentence()) + "\n")
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models on a shared machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("cell", ["lrn", "lstm"])
 def test_tiny_preset_learns(tmp_path, cell, one_thread):
     torch.manual_seed(0)

@@ -9,15 +9,6 @@ from lrn.tasks.base import DataError
 from lrn.tasks.doc import AttentivePooling, DocTask, clean_text, find_train_file, read_csv
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models on a shared machine: intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_clean_text_undoes_the_format_escapes():
     assert clean_text("Wall Street#39;s dwindling\\band") == "Wall Street's dwindling band"
     assert clean_text("a #151; b &amp; c #36;5") == "a \u2014 b & c $5"

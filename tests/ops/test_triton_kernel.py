@@ -66,27 +66,13 @@ def run_case(T, B, H, *, D=1, reverse=False, tanh=True, og=False, lengths=None, 
         assert grad_h0 is None
 
 
-CASES = {
-    "lrn-tanh": dict(T=5, B=3, H=8),
+# Half precision on the variants that exercise every index: lengths, h0, both directions, oLRN.
+# (The fp32 grid, shared with every backend, is tests/ops/test_scan_parity.py.)
+HALF_CASES = {
     "reverse-lengths-h0": dict(T=5, B=3, H=8, reverse=True, lengths=[5, 1, 3], h0=True),
-    "identity-lengths": dict(T=5, B=3, H=8, tanh=False, lengths=[5, 2, 1]),
-    "identity-reverse-h0": dict(T=4, B=2, H=8, tanh=False, reverse=True, h0=True),
     "bidir-lengths-h0": dict(T=5, B=3, H=8, D=2, lengths=[4, 5, 1], h0=True),
-    # reverse is ignored by bidirectional layers, as in the reference.
-    "bidir-identity-reverse": dict(T=4, B=2, H=8, D=2, tanh=False, reverse=True),
     "olrn-lengths-h0": dict(T=5, B=3, H=8, og=True, lengths=[3, 5, 1], h0=True),
-    "olrn-bidir-identity": dict(T=4, B=3, H=8, D=2, og=True, tanh=False, lengths=[2, 4, 3]),
-    "olrn-reverse": dict(T=5, B=2, H=8, og=True, reverse=True, h0=True),
-    "single-step-batch1": dict(T=1, B=1, H=1, h0=True),
-    "odd-h-bidir": dict(T=4, B=2, H=13, D=2, og=True, lengths=[4, 3], h0=True),
-    # Out-of-range lengths act as in the reference: <= 0 keeps h0, > T means all steps.
-    "lengths-out-of-range": dict(T=4, B=4, H=8, D=2, lengths=[0, 7, 2, -1], h0=True),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_matches_reference_fp32(name):
-    run_case(**CASES[name])
 
 
 def test_several_h_blocks(monkeypatch):
@@ -97,9 +83,9 @@ def test_several_h_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("name", ["bidir-lengths-h0", "olrn-lengths-h0", "reverse-lengths-h0"])
+@pytest.mark.parametrize("name", HALF_CASES)
 def test_matches_reference_half(name, dtype):
-    run_case(**CASES[name], dtype=dtype)
+    run_case(**HALF_CASES[name], dtype=dtype)
 
 
 def test_mixed_precision_h0_keeps_its_dtype():
@@ -186,5 +172,5 @@ def test_kernels_compile_for_h100(dtype, flags):
         pytest.skip("triton has no NVIDIA backend: cannot compile for sm_90")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", AOT_COMPILE, dtype, flags], env=env,
-                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,8 +12,9 @@ import torch
 from lrn.paths import shared_data_dir
 from lrn.tasks import get_task
 from lrn.tasks.base import DataError
-from lrn.tasks.lm import (ANCHOR_PUBLISHED, PAPER, PRESETS, RNNLM, batchify, find_split_files, generate_from_run,
+from lrn.tasks.lm import (ANCHOR_PUBLISHED, PAPER, PRESETS, RNNLM, batchify, find_split_files,
                           read_tokens)
+from lrn.predict import generate
 from lrn.tasks.text import log_unigram
 from lrn.train import train
 from lrn.train.config import resolve_config
@@ -201,7 +202,7 @@ def test_tiny_preset_learns_on_ptb(tmp_path):
     unigram_ppl = math.exp(float(-log_unigram(data.train, len(data.vocab))[test].mean()))
     assert results["metrics"]["test"]["ppl"] < 0.97 * unigram_ppl
     assert math.isclose(math.log(results["metrics"]["test"]["ppl"]), results["metrics"]["test"]["loss"])
-    text = generate_from_run(tmp_path / "r", 20, seed=1)
+    text = generate(tmp_path / "r", 20, seed=1)
     assert len(text.split()) + text.count("\n") >= 15
 
 

@@ -60,25 +60,6 @@ def check_against_reference(T, B, H, *, num_directions=1, reverse=False, tanh=Tr
     torch.testing.assert_close(grad_h_last, grad_h_last_before, rtol=0, atol=0)
 
 
-# (num_directions, reverse)
-DIRECTIONS = [(1, False), (1, True), (2, False)]
-# None (all T=6 steps), or unsorted lengths with a length-1 and a full sequence
-LENGTHS = [None, [3, 6, 1, 5]]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("tanh", [True, False], ids=["tanh", "identity"])
-@pytest.mark.parametrize("output_gate", [False, True], ids=["lrn", "olrn"])
-@pytest.mark.parametrize("directions", DIRECTIONS, ids=["fwd", "reverse", "bidir"])
-@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
-@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no_h0"])
-def test_matches_reference(dtype, tanh, output_gate, directions, lengths, with_h0):
-    num_directions, reverse = directions
-    check_against_reference(6, 4, 5, num_directions=num_directions, reverse=reverse, tanh=tanh,
-                            output_gate=output_gate, lengths=lengths, with_h0=with_h0,
-                            dtype=dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("num_directions", [1, 2])
 @pytest.mark.parametrize("H", [37, 50])

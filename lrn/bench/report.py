@@ -1,0 +1,109 @@
+"""A benchmark report as markdown tables and as a PNG of time and memory against T and B."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lrn.bench.rows import Row, rows_of
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def format_markdown(report: dict) -> str:
+    """The report as markdown tables (what docs/performance.md shows)."""
+    rows = rows_of(report)
+    lines = ["| B | T | H | impl | fwd ms median [min] | train ms median [min] | fwd / LSTM "
+             "| train / LSTM | train / GRU | fwd peak MB | train peak MB |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        for name, impl in r.impls.items():
+            fwd, train = impl.timing["forward"], impl.timing["train"]
+            lines.append(
+                f"| {r.B} | {r.T} | {r.H} | {name} | {fwd.median_ms:.1f} [{fwd.min_ms:.1f}] | "
+                f"{train.median_ms:.1f} [{train.min_ms:.1f}] | {_num(fwd.ratio.get('lstm'))} | "
+                f"{_num(train.ratio.get('lstm'))} | {_num(train.ratio.get('gru'))} | "
+                f"{_num(fwd.peak_mb, 1)} | {_num(train.peak_mb, 1)} |")
+        for name, message in r.errors.items():
+            lines.append(f"| {r.B} | {r.T} | {r.H} | {name} | failed: {message[:80]} |" + " |" * 6)
+    lines += ["", "| B | T | H | impl | matmul fwd / train ms | recurrence fwd / train ms "
+              "| recurrence GB/s fwd / train | copy GB/s | % of copy fwd / train "
+              "| matmul share fwd / train | layer / matmul fwd / train |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        for name, impl in r.impls.items():
+            if impl.recurrence is None or r.matmul is None:
+                continue
+            rec, m, copy = impl.recurrence, r.matmul, r.copy_gbps or math.nan
+            share, over = impl.matmul_share, impl.layer_over_matmul
+            lines.append(
+                f"| {r.B} | {r.T} | {r.H} | {name} | {m['forward'].median_ms:.1f} / {m['train'].median_ms:.1f} | "
+                f"{rec['forward'].median_ms:.1f} / {rec['train'].median_ms:.1f} | "
+                f"{rec['forward'].gbps:.1f} / {rec['train'].gbps:.1f} | {copy:.1f} | "
+                f"{100 * rec['forward'].gbps / copy:.0f} / {100 * rec['train'].gbps / copy:.0f} | "
+                f"{share['forward']:.2f} / {share['train']:.2f} | {over['forward']:.2f} / {over['train']:.2f} |")
+    if report["targets"]:
+        lines += ["", "| B | T | H | impl | target | value | limit | met |", "|---|---|---|---|---|---:|---:|---|"]
+        for t in report["targets"]:
+            lines.append(f"| {t['B']} | {t['T']} | {t['H']} | {t['impl']} | {t['what']} | "
+                         f"{t['value']:.3f} | {t['op']} {t['limit']:.2f} | {'yes' if t['met'] else 'NO'} |")
+    if report["config"]["device"] == "cpu":
+        lines += ["", f"CPU allocator: {report.get('cpu_allocator', 'not recorded')}."]
+    return "\n".join(lines) + "\n"
+
+
+def _sweep(rows: list[Row], axis: str) -> tuple[list[Row], str]:
+    """The longest run of shapes that differ only in ``axis`` ("T" or "B"), sorted along it,
+    and a label naming the two fixed dimensions.  Among equally long runs, the one with the
+    largest fixed dimensions: its timings are the least sensitive to noise."""
+    fixed = [d for d in ("B", "T", "H") if d != axis]
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(tuple(getattr(r, d) for d in fixed), []).append(r)
+    key, members = max(groups.items(), key=lambda kv: (len({getattr(r, axis) for r in kv[1]}), kv[0]))
+    return sorted(members, key=lambda r: getattr(r, axis)), ", ".join(f"{d}={v}" for d, v in zip(fixed, key))
+
+
+#: the plot's rows: (mode, what is drawn, axis label)
+_PANELS = (("train", "time", "forward+backward (ms)"), ("forward", "time", "forward, no_grad (ms)"),
+           ("train", "memory", "training peak memory (MB)"))
+
+
+def plot_report(report: dict, path: str | Path) -> None:
+    """PNG: training time, forward time and training memory against T and against B; time
+    lines are medians, shaded down to the minima."""
+    from matplotlib.figure import Figure  # Agg canvas: no display needed
+
+    fig = Figure(figsize=(12, 13), layout="constrained")
+    axes = fig.subplots(len(_PANELS), 2, squeeze=False)
+    config = report["config"]
+    fig.suptitle(f"lrn bench: {config['device']} {config['dtype']}, one layer, input size = H "
+                 f"({report['machine']['cpu_model'] if config['device'] == 'cpu' else report['machine']['gpu']})")
+    rows = rows_of(report)
+    for col, axis in enumerate(("T", "B")):
+        members, fixed = _sweep(rows, axis)
+        for row, (mode, what, label) in enumerate(_PANELS):
+            ax = axes[row][col]
+            for name in config["impls"]:
+                timings = [(getattr(r, axis), r.impls[name].timing[mode]) for r in members if name in r.impls]
+                if what == "memory":
+                    timings = [(x, t) for x, t in timings if t.peak_mb is not None]
+                if not timings:
+                    continue
+                xs = [x for x, _ in timings]
+                ys = [t.peak_mb if what == "memory" else t.median_ms for _, t in timings]
+                line, = ax.plot(xs, ys, marker="o", label=name)
+                if what == "time":  # shade down to the minimum: how noisy the median was
+                    ax.fill_between(xs, [t.min_ms for _, t in timings], ys, color=line.get_color(), alpha=0.2,
+                                    linewidth=0)
+            ax.set_xlabel(f"{axis} ({fixed})")
+            ax.set_ylabel(label)
+            ax.set_xlim(left=0)
+            ax.set_ylim(bottom=0)  # from 0, so linear growth shows as a straight line
+            ax.grid(alpha=0.3)
+            if len({getattr(r, axis) for r in members}) < 2:
+                ax.set_title(f"only one value of {axis} in this grid", fontsize=9)
+        axes[0][col].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
