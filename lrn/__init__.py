@@ -16,18 +16,20 @@ _EXPORTS = {
     "keep_freed_memory": "lrn.allocator",
     "available_backends": "lrn.functional",
     "lrn_recurrence": "lrn.functional",
+    "quantize_dynamic": "lrn.modules.quantized",
     **dict.fromkeys(("ATR", "CELLS", "LRN", "SRU", "LRNCell", "count_parameters", "make_rnn",
                      "parameter_formula", "parse_cell_spec"), "lrn.modules"),
 }
 
 __all__ = ["ATR", "CELLS", "LRN", "LRNCell", "SRU", "available_backends", "count_parameters",
-           "keep_freed_memory", "lrn_recurrence", "make_rnn", "parameter_formula", "parse_cell_spec", "__version__"]
+           "keep_freed_memory", "lrn_recurrence", "make_rnn", "parameter_formula", "parse_cell_spec", "quantize_dynamic", "__version__"]
 
 if TYPE_CHECKING:
     from lrn.allocator import keep_freed_memory
     from lrn.functional import available_backends, lrn_recurrence
     from lrn.modules import (ATR, CELLS, LRN, SRU, LRNCell, count_parameters, make_rnn, parameter_formula,
                              parse_cell_spec)
+    from lrn.modules.quantized import quantize_dynamic
 
 
 def __getattr__(name: str):

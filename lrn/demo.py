@@ -1,7 +1,7 @@
 """``lrn demo``: LRN, LSTM and GRU on the adding problem, at equal steps, then their speed.
 
-No data and no flags needed: the task is generated (lrn/tasks/adding.py: sequences of 100
-steps, hidden size 256, batches of 32).  The three cells train the same number of steps
+No data and no flags needed: the task is generated (lrn/tasks/adding.py: sequences of 50
+steps, hidden size 128, batches of 32, 2000 steps).  The three cells train the same number of steps
 with identical settings (``lrn compare``), so the curves show what each learns per step;
 then one training step of each is timed apart, interleaved, after a warm-up (so compiling
 the kernels is not counted), and the wall-time panel redraws the curves against that
@@ -40,7 +40,7 @@ def run_demo(out_dir: str | Path | None = None, *, steps: int | None = None, plo
                           max_steps=steps, speed_steps=SPEED_STEPS, progress=progress)
         curves = {cell: _valid_curve(runs_dir / "seed0" / cell) for cell in CELLS}
     config = summary["runs"][0]["config"]
-    results = {"task": "adding", "seq_len": config["seq_len"], "hidden_size": config["hidden_size"],
+    results = {"kind": "lrn.demo", "task": "adding", "seq_len": config["seq_len"], "hidden_size": config["hidden_size"],
                "batch_size": config["batch_size"], "steps": config["max_steps"],
                "mean_baseline_mse": MEAN_BASELINE_MSE, "solved_mse": SOLVED_MSE,
                "step_seconds": {cell: s["median_s"] for cell, s in summary["speed"]["per_cell"].items()},
@@ -99,7 +99,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
         by_time.plot(seconds, curve["valid_mse"], marker=".", color=line.get_color(), label=cell)
     for ax in (by_step, by_time):
         ax.axhline(MEAN_BASELINE_MSE, color="gray", linestyle="--", label="predict the mean")
-        ax.axhline(SOLVED_MSE, color="green", linestyle=":", label="solved")
+        ax.axhline(SOLVED_MSE, color="black", linestyle=":", label="solved")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     by_step.set_xlabel("training step (equal for every cell)")

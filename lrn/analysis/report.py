@@ -15,6 +15,7 @@ import html
 import importlib
 import json
 import math
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,13 +29,29 @@ from PIL import Image
 
 from lrn.analysis.figures import plot_equal_step_curves, plot_time_to_quality
 from lrn.analysis.gradients import decay_per_step
-from lrn.analysis.paper_numbers import CITATION, PAPER_MT_DECODE_MS, PAPER_ROWS, PaperRow, paper_rows
+from lrn.analysis.paper_numbers import (
+    CITATION,
+    PAPER_MT_DECODE_MS,
+    PAPER_ROWS,
+    PaperRow,
+    paper_rows,
+)
 from lrn.bench.machine import machine_info
 from lrn.bench.report import format_markdown, plot_report
+from lrn.compare import (
+    format_mean_std,
+    format_params,
+    mean_curves,
+    mean_std,
+    run_dir_of,
+    speed_table,
+    summarise,
+    time_to_quality_table,
+)
+from lrn.demo import plot_curves as plot_demo
+from lrn.demo import table as demo_table
 from lrn.modules import parse_cell_spec
 from lrn.tasks import get_task
-from lrn.compare import (format_mean_std, format_params, mean_curves, mean_std, run_dir_of, speed_table, summarise,
-                         time_to_quality_table)
 
 #: data directory names (as in shared/data) -> the dataset names of the paper's tables
 DATASETS = {"ptb": "PTB", "wikitext-2": "WT2", "conll2003": "CoNLL-2003", "snli": "SNLI",
@@ -60,6 +77,7 @@ class Found:
     benches: list[tuple[Path, dict]]
     analyses: list[tuple[Path, dict]]
     compares: list[tuple[Path, dict]]  # compare.json files that carry a speed measurement
+    demos: list[tuple[Path, dict]]     # results.json files of `lrn demo --out`
 
 
 # ------------------------------------------------------------------ discovery
@@ -104,7 +122,7 @@ def _is_results(obj: Any) -> bool:
 def collect(roots: list[Path]) -> Found:
     """Every report input under ``roots`` (files or directories, searched recursively).
     A run seen twice (its results.json and a compare.json listing it) counts once."""
-    runs, benches, analyses, compares, seen = [], [], [], [], set()
+    runs, benches, analyses, compares, demos, seen = [], [], [], [], [], set()
 
     def add_run(results: dict, path: Path, run_dir: Path | None) -> None:
         key = json.dumps(results, sort_keys=True)
@@ -122,7 +140,9 @@ def collect(roots: list[Path]) -> Found:
             if path.name.startswith(".") or "checkpoints" in path.parts:
                 continue
             obj = _read_json(path)
-            if path.name == "results.json" and _is_results(obj):
+            if isinstance(obj, dict) and obj.get("kind") == "lrn.demo":
+                demos.append((path, obj))
+            elif path.name == "results.json" and _is_results(obj):
                 add_run(obj, path, path.parent)
             elif path.name == "compare.json" and isinstance(obj, dict) and "runs" in obj:
                 for results in obj["runs"]:
@@ -133,7 +153,7 @@ def collect(roots: list[Path]) -> Found:
                 benches.append((path, obj))
             elif isinstance(obj, dict) and obj.get("kind") in ANALYSIS_KINDS:
                 analyses.append((path, obj))
-    return Found(runs, benches, analyses, compares)
+    return Found(runs, benches, analyses, compares, demos)
 
 
 # ------------------------------------------------------------------ formatting
@@ -443,7 +463,7 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
     """Write ``out_dir/report.md`` and ``out_dir/report.html`` (+ ``out_dir/figures/``), and
     with ``readme`` that file's generated results block; returns what went in (counts)."""
     found = collect([Path(r) for r in roots])
-    if not (found.runs or found.benches or found.analyses):
+    if not (found.runs or found.benches or found.analyses or found.demos):
         raise ValueError(f"--runs: no results.json, compare.json, bench or analysis JSON under "
                          f"{', '.join(map(str, roots))}")
     out_dir = Path(out_dir)
@@ -470,6 +490,9 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
             lines += ["## Published numbers", "", f"{CITATION}: the paper's full-size models and budgets.", ""]
             for task in shown:
                 lines += [f"{TASK_TITLES.get(task, task)}:", "", reference_table(paper_rows(task)), ""]
+    for i, (path, demo) in enumerate(found.demos):
+        lines += ["## The demo", "", f"`lrn demo` (from `{path}`):", demo_table(demo).strip(), "",
+                  f"![lrn demo](figures/{_demo_figure(i, demo, figures).name})", ""]
     if found.benches:
         lines += ["## Speed", ""]
         for i, (path, bench) in enumerate(found.benches):
@@ -486,7 +509,7 @@ def build_report(roots: list[Path], out_dir: Path, *, title: str = "lrn-torch re
     (out_dir / "report.md").write_text(text, encoding="utf-8")
     (out_dir / "report.html").write_text(to_html(text, out_dir, title), encoding="utf-8")
     if readme is not None:
-        update_readme(Path(readme), found)
+        update_readme(Path(readme), found, figures)
     return {"runs": len(found.runs), "benches": len(found.benches), "analyses": len(found.analyses)}
 
 
@@ -533,15 +556,39 @@ def headline_lines(found: Found) -> list[str]:
     return lines
 
 
-def update_readme(readme: Path, found: Found) -> None:
-    """Replace the README's generated block (between README_BEGIN and README_END)."""
+def update_readme(readme: Path, found: Found, figures: Path) -> None:
+    """Replace the README's generated results block (between README_BEGIN and README_END) and,
+    when it has one and a demo was found, its demo block."""
     text = readme.read_text(encoding="utf-8")
-    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
-        raise ValueError(f"--readme {readme}: needs exactly one '{README_BEGIN}' line and one '{README_END}' line")
-    head, rest = text.split(README_BEGIN)
-    _, tail = rest.split(README_END)
-    block = headline_lines(found) or ["- (no table has both LRN and LSTM yet)"]
-    readme.write_text(head + README_BEGIN + "\n" + "\n".join(block) + "\n" + README_END + tail, encoding="utf-8")
+    text = _replace_block(readme, text, README_BEGIN, README_END,
+                          headline_lines(found) or ["- (no table has both LRN and LSTM yet)"])
+    if found.demos and README_DEMO_BEGIN in text:
+        path, demo = found.demos[0]
+        figure = os.path.relpath(_demo_figure(0, demo, figures), readme.parent)
+        block = [f"Output of `lrn demo --out results/demo` (`{path}`, {demo['machine']['cpu_model']}, "
+                 f"load average {demo['machine']['load_average'][0]:.1f}):", demo_table(demo).rstrip(), "",
+                 f"![lrn demo: validation MSE against step and against measured time]({figure})"]
+        text = _replace_block(readme, text, README_DEMO_BEGIN, README_DEMO_END, block)
+    readme.write_text(text, encoding="utf-8")
+
+
+README_DEMO_BEGIN = "<!-- demo: generated by `lrn report --readme`; do not edit by hand -->"
+README_DEMO_END = "<!-- end of generated demo -->"
+
+
+def _replace_block(readme: Path, text: str, begin: str, end: str, block: list[str]) -> str:
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"--readme {readme}: needs exactly one '{begin}' line and one '{end}' line")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return head + begin + "\n" + "\n".join(block) + "\n" + end + tail
+
+
+def _demo_figure(index: int, demo: dict, figures: Path) -> Path:
+    path = figures / f"demo-{index}.png"
+    if not path.is_file():
+        plot_demo(demo, path)
+    return path
 
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")

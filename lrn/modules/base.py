@@ -154,15 +154,26 @@ class ElementwiseRNN(nn.Module):
             s += ", layer_norm=True"
         return s
 
+    def joined(self, prefix: str, layer: int) -> Tensor:
+        """One layer's parameter ``prefix`` of every direction, stacked: (D*G*H, ...)."""
+        parts = [getattr(self, f"{prefix}_l{layer}{s}") for s in self._suffixes]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
     def layer_projection(self, x: Tensor, layer: int) -> Tensor:
         """Input projection of one layer, all directions in one matmul: (T, B, in) -> (T, B, D*G*H)."""
-        def joined(prefix: str) -> Tensor:
-            parts = [getattr(self, f"{prefix}_l{layer}{s}") for s in self._suffixes]
-            return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        gates = linear(x, self.joined("weight_ih", layer), self.joined("bias_ih", layer) if self.bias else None)
+        return self.layer_norm_gates(gates, layer)
 
-        return gate_projection(x, joined("weight_ih"), joined("bias_ih") if self.bias else None,
-                               joined("ln_weight") if self.layer_norm else None,
-                               joined("ln_bias") if self.layer_norm else None, self.hidden_size)
+    def layer_norm_gates(self, gates: Tensor, layer: int) -> Tensor:
+        """The layer norm of each H-block of a layer's projection, when the layer has one."""
+        if not self.layer_norm:
+            return gates
+        return block_layer_norm(gates, self.joined("ln_weight", layer), self.joined("ln_bias", layer),
+                                self.hidden_size)
+
+    def _dtype_reference(self) -> Tensor:
+        """A tensor with the dtype and device that inputs must have."""
+        return self.weight_ih_l0
 
     def _check_input(self, input: Tensor, hx: Tensor | None) -> None:
         name = type(self).__name__
@@ -171,7 +182,7 @@ class ElementwiseRNN(nn.Module):
         if input.size(-1) != self.input_size:
             raise ValueError(f"{name}: input.size(-1) must be equal to input_size. "
                              f"Expected {self.input_size}, got {input.size(-1)}")
-        weight = self.weight_ih_l0
+        weight = self._dtype_reference()
         if input.dtype != weight.dtype:
             raise ValueError(f"{name}: input must have the type {weight.dtype} of the parameters, "
                              f"got type {input.dtype}")
@@ -265,13 +276,8 @@ class ElementwiseRNN(nn.Module):
         return output, h_n
 
 
-def gate_projection(x: Tensor, weight: Tensor, bias: Tensor | None, ln_weight: Tensor | None,
-                    ln_bias: Tensor | None, hidden_size: int) -> Tensor:
-    """x W^T + b, then (when ln_weight is given) layer norm over each H-block separately:
-    (..., in) -> (..., G*H)."""
-    gates = linear(x, weight, bias)
-    if ln_weight is None:
-        return gates
+def block_layer_norm(gates: Tensor, ln_weight: Tensor, ln_bias: Tensor, hidden_size: int) -> Tensor:
+    """Layer norm over each H-block of a projection separately: (..., G*H) -> (..., G*H)."""
     blocks = gates.unflatten(-1, (-1, hidden_size))  # (..., G, H)
     return F.layer_norm(blocks, (hidden_size,)).flatten(-2) * ln_weight + ln_bias
 

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from lrn.functional import check_activation, check_backend, lrn_scan
-from lrn.modules.base import ElementwiseRNN, check_flags, gate_projection, refuse_script, xavier_gate_init_
+from lrn.modules.base import ElementwiseRNN, block_layer_norm, check_flags, refuse_script, xavier_gate_init_
+from lrn.ops.linear import linear
 
 
 class LRN(ElementwiseRNN):
@@ -103,15 +104,28 @@ class LRNCell(nn.Module):
             if param is not None:
                 nn.init.constant_(param, value)
 
+    def projection(self, x: Tensor) -> Tensor:
+        """x W^T + b, layer-normed per H-block with ``layer_norm``: (B, in) -> (B, G*H)."""
+        return self.layer_norm_gates(linear(x, self.weight_ih, self.bias_ih))
+
+    def layer_norm_gates(self, gates: Tensor) -> Tensor:
+        if not self.layer_norm:
+            return gates
+        return block_layer_norm(gates, self.ln_weight, self.ln_bias, self.hidden_size)
+
+    def _dtype_reference(self) -> Tensor:
+        return self.weight_ih
+
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         if input.dim() not in (1, 2):
             raise ValueError(f"LRNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if input.size(-1) != self.input_size:
             raise ValueError(f"LRNCell: input.size(-1) must be equal to input_size. "
                              f"Expected {self.input_size}, got {input.size(-1)}")
-        if input.dtype != self.weight_ih.dtype or input.device != self.weight_ih.device:
+        reference = self._dtype_reference()
+        if input.dtype != reference.dtype or input.device != reference.device:
             raise ValueError(f"LRNCell: input must match the parameters' dtype and device "
-                             f"({self.weight_ih.dtype}, {self.weight_ih.device}), got "
+                             f"({reference.dtype}, {reference.device}), got "
                              f"({input.dtype}, {input.device})")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)  # (B, in)
@@ -127,8 +141,7 @@ class LRNCell(nn.Module):
             h0 = h.unsqueeze(0)  # (1, B, H)
         if x.shape[0] == 0:  # as nn.GRUCell: an empty batch gives an empty state
             return x.new_zeros(0, self.hidden_size)
-        gates = gate_projection(x, self.weight_ih, self.bias_ih, self.ln_weight, self.ln_bias,
-                                self.hidden_size)  # (B, G*H)
+        gates = self.projection(x)  # (B, G*H)
         _, h_last = lrn_scan(gates.unsqueeze(0), h0, activation=self.activation, output_gate=self.output_gate,
                              backend=self.backend)
         return h_last[0] if batched else h_last[0, 0]

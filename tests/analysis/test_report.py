@@ -169,3 +169,23 @@ def test_a_comparison_brings_its_speed_time_to_quality_and_headline(tmp_path):
     assert list((tmp_path / "report" / "figures").glob("ttq-*.png"))
     line = readme.read_text().splitlines()[1]
     assert "lstm" in line and "lrn" in line and "Training step, measured apart: LRN" in line
+
+
+def test_the_demo_block_shows_its_table_and_picture(tmp_path):
+    from lrn.analysis.report import README_BEGIN, README_DEMO_BEGIN, README_DEMO_END, README_END
+
+    curve = {"step": [100, 200], "valid_mse": [0.1, 0.01]}
+    demo = {"kind": "lrn.demo", "task": "adding", "seq_len": 50, "hidden_size": 128, "batch_size": 32, "steps": 200,
+            "mean_baseline_mse": 1 / 6, "solved_mse": 1 / 60,
+            "step_seconds": {"lrn": 0.005, "lstm": 0.01, "gru": 0.02},
+            "machine": {"cpu_model": "test cpu", "load_average": [0.5, 0.5, 0.5]},
+            "curves": {"lrn": curve, "lstm": curve, "gru": curve},
+            "runs": [{"cell": c, "params": 1000, "steps": 200, "metrics": {"test": {"mse": 0.01}}}
+                     for c in ("lrn", "lstm", "gru")]}
+    _write(tmp_path / "runs" / "demo" / "results.json", demo)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_DEMO_BEGIN}\nold\n{README_DEMO_END}\n{README_BEGIN}\n{README_END}\n")
+    build_report([tmp_path / "runs"], tmp_path / "docs", readme=readme)
+    text = readme.read_text()
+    assert "| lrn | 0.0100 | yes | 5.0 | 0.50 | 200 | 1.0 s | 1.0K |" in text and "old" not in text
+    assert "](docs/figures/demo-0.png)" in text and (tmp_path / "docs" / "figures" / "demo-0.png").is_file()
