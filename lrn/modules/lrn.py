@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from lrn.functional import check_activation, check_backend, lrn_scan
 from lrn.modules.base import ElementwiseRNN, block_layer_norm, check_flags, refuse_script, xavier_gate_init_
 from lrn.ops.linear import linear
+from lrn.ops.reference import lrn_step
 
 
 class LRN(ElementwiseRNN):
@@ -142,6 +143,14 @@ class LRNCell(nn.Module):
         if x.shape[0] == 0:  # as nn.GRUCell: an empty batch gives an empty state
             return x.new_zeros(0, self.hidden_size)
         gates = self.projection(x)  # (B, G*H)
+        if self.backend == "auto" and torch.is_grad_enabled() and (gates.requires_grad or h0 is not None
+                                                                   and h0.requires_grad):
+            # One step under autograd: a few plain torch ops cost less than the fused op's
+            # per-call overhead (a training step of LRNCell(256, 256) at B=1 takes about two
+            # thirds of the time; benchmarks/contention.py, the "cell train" rows, idle).
+            h = lrn_step(gates, h0[0] if h0 is not None else torch.zeros_like(gates[:, :self.hidden_size]),
+                         activation=self.activation, output_gate=self.output_gate)
+            return h if batched else h[0]
         _, h_last = lrn_scan(gates.unsqueeze(0), h0, activation=self.activation, output_gate=self.output_gate,
                              backend=self.backend)
         return h_last[0] if batched else h_last[0, 0]

@@ -96,13 +96,15 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b if want_b else None
 
 
-# Below this many rows oneDNN's per-call set-up costs more than MKL's whole product
-# (measured for a (1, 256) x (256, 768) product: 23.8 us against 10.6 us; level at 4 rows).
-_ONEDNN_MIN_ROWS = 4
+# Below this many rows torch's own F.linear is as fast or faster in a whole training step: up
+# to 2x for a cell step (LRNCell(256, 256) at B=64: 0.96 ms against 1.56 ms), 10-20% for short
+# layers; from 8192 rows on oneDNN gains 1-3% (benchmarks/linear_paths.py, 1 and 2 threads,
+# with and without keep_freed_memory).
+_ONEDNN_MIN_ROWS = 8192
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear, through oneDNN for float32 CPU tensors of at least 4 rows in eager mode."""
+    """F.linear, through oneDNN for float32 CPU tensors of at least _ONEDNN_MIN_ROWS rows in eager mode."""
     # Tracers first: the size test below would otherwise put a guard on the batch size.
     if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()
             or not _ONEDNN or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
@@ -110,5 +112,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         # torch.func (grad, vmap, jacrev...) needs ops it can transform, and torch.jit.trace
         # ops TorchScript knows: the plain F.linear
         return F.linear(x, weight, bias)
+    return onednn_linear(x, weight, bias)
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The oneDNN product behind ``linear`` (float32 CPU tensors, eager mode), at any size."""
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     return _OneDNNLinear.apply(flat, weight.contiguous(), bias).view(*x.shape[:-1], weight.shape[0])

@@ -122,6 +122,20 @@ def masked_time_scan(
     return torch.cat(outputs, -1), torch.stack(finals, 0)
 
 
+def lrn_step(g: torch.Tensor, h: torch.Tensor, *, activation: str = "tanh", output_gate: bool = False,
+             recurrent_gates: bool = True) -> torch.Tensor:
+    """One step: packed gates g (B, G*H) and state h (B, H) -> the new state (B, H), which is
+    also the step's output."""
+    q, k, v, *o = g.split(h.shape[-1], dim=-1)
+    feedback = h if recurrent_gates else torch.zeros_like(h)
+    f = torch.sigmoid(q - feedback)
+    i = torch.sigmoid(k + feedback)
+    c = i * v + f * h
+    if activation == "tanh":
+        c = torch.tanh(c)
+    return torch.sigmoid(o[0] - c) * c if output_gate else c
+
+
 def lrn_scan_reference(
     gates: torch.Tensor,
     h0: torch.Tensor | None = None,
@@ -142,14 +156,7 @@ def lrn_scan_reference(
     H = gates.shape[-1] // (num_directions * num_gates)
 
     def step(direction: int, g: torch.Tensor, h: torch.Tensor):
-        q, k, v, *o = g.split(H, dim=-1)
-        feedback = h if recurrent_gates else torch.zeros_like(h)
-        f = torch.sigmoid(q - feedback)
-        i = torch.sigmoid(k + feedback)
-        c = i * v + f * h
-        if activation == "tanh":
-            c = torch.tanh(c)
-        h_new = torch.sigmoid(o[0] - c) * c if output_gate else c
+        h_new = lrn_step(g, h, activation=activation, output_gate=output_gate, recurrent_gates=recurrent_gates)
         return h_new, h_new
 
     walk = masked_time_scan if exportable else masked_time_loop

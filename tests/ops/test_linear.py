@@ -14,7 +14,7 @@ def test_onednn_linear_matches_f_linear(shape, with_bias):
     x = torch.randn(*shape, requires_grad=True)
     w = torch.randn(12, 7, requires_grad=True)
     b = torch.randn(12, requires_grad=True) if with_bias else None
-    out = linear_mod.linear(x, w, b)
+    out = linear_mod.onednn_linear(x, w, b)
     ref = F.linear(x, w, b)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(ref)
@@ -35,17 +35,18 @@ def test_frozen_weight_still_gives_bias_and_input_gradients():
     x = torch.randn(6, 7, requires_grad=True)
     w, b = torch.randn(12, 7), torch.randn(12, requires_grad=True)
     g = torch.randn(6, 12)
-    grads = torch.autograd.grad(linear_mod.linear(x, w, b), (x, b), g)
+    grads = torch.autograd.grad(linear_mod.onednn_linear(x, w, b), (x, b), g)
     ref_grads = torch.autograd.grad(F.linear(x, w, b), (x, b), g)
     for a, r in zip(grads, ref_grads):
         torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.skipif(not linear_mod._ONEDNN, reason="this torch build has no oneDNN linear")
-def test_fewer_than_four_rows_use_f_linear():
+def test_products_below_the_row_threshold_use_f_linear():
     w = torch.randn(12, 7, requires_grad=True)
-    small = linear_mod.linear(torch.randn(3, 7), w)  # oneDNN's set-up outweighs the product
-    large = linear_mod.linear(torch.randn(4, 7), w)  # (its output is a view of oneDNN's)
+    rows = linear_mod._ONEDNN_MIN_ROWS
+    small = linear_mod.linear(torch.randn(rows - 1, 7), w)  # torch's own product is as fast or faster
+    large = linear_mod.linear(torch.randn(rows, 7), w)  # (its output is a view of oneDNN's)
     assert type(small.grad_fn).__name__ == "MmBackward0"
     assert type(large.grad_fn.next_functions[0][0]).__name__ == "_OneDNNLinearBackward"
 
@@ -83,7 +84,7 @@ def test_gradients_through_a_backed_gate_gradient_match_f_linear(monkeypatch):
     to_mkldnn = torch.Tensor.to_mkldnn
     monkeypatch.setattr(torch.Tensor, "to_mkldnn",
                         lambda self, *a: copied.append(tuple(self.shape)) or to_mkldnn(self, *a))
-    grads = torch.autograd.grad(linear_mod.linear(x, w, b), (x, w, b), g)
+    grads = torch.autograd.grad(linear_mod.onednn_linear(x, w, b), (x, w, b), g)
     monkeypatch.undo()
     assert (7, 4) in copied and (7, 9) not in copied  # x is copied, the gradient is not
     ref_grads = torch.autograd.grad(F.linear(x, w, b), (x, w, b), g.clone())
