@@ -200,8 +200,8 @@ class Trainer:
             bar = tqdm(total=max_steps, initial=self.step, desc=f"{self.task.name} {self.cell}", unit="step",
                        disable=not show, dynamic_ncols=True)
         else:  # a time limit: the bar counts seconds of training steps, the budget it is held to
-            bar = tqdm(total=round(budget_s), desc=f"{self.task.name} {self.cell}", unit="s", disable=not show,
-                       dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total} s of training steps "
+            bar = tqdm(total=budget_s, desc=f"{self.task.name} {self.cell}", unit="s", disable=not show,
+                       dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training steps "
                                                       "[{elapsed} in all{postfix}]")
             bar.update(min(self.train_seconds, budget_s))
         recent: deque[float] = deque(maxlen=50)

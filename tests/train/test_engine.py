@@ -232,3 +232,16 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path):
     b = load_checkpoint(out, "last").model_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert finished is None or finished["metrics"] == whole["metrics"]
+
+
+def test_progress_bars_count_what_the_run_is_held_to(tmp_path, capsys):
+    # A step budget: the bar's total is the steps.  A time budget: seconds of training steps.
+    train("adding", None, "lrn", preset="tiny", out_dir=tmp_path / "steps", max_steps=8, progress=True)
+    steps_bar = capsys.readouterr().err
+    assert "adding lrn" in steps_bar and "8/8" in steps_bar
+    results = train("adding", None, "lrn", preset="tiny", out_dir=tmp_path / "time", max_minutes=0.02,
+                    overrides={"max_steps": None}, progress=True)
+    time_bar = capsys.readouterr().err
+    assert "s of training steps" in time_bar and "/1 s of training steps" in time_bar
+    assert "adding: valid mse" in time_bar  # validation shows a bar of its own
+    assert results["steps"] > 0 and results["max_minutes"] == 0.02
