@@ -147,7 +147,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lrn.demo import run_demo
 
-    run_demo(out_dir=args.out, steps=args.steps, plot=args.plot, progress=not args.no_progress)
+    run_demo(out_dir=args.out, steps=args.steps, plot=args.plot, threads=args.threads, progress=not args.no_progress)
     return 0
 
 
@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="also write runs, results.json and the plot here")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps of every cell (default: the adding task's small preset)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (one keeps the demo quick on a busy machine)")
     p.add_argument("--plot", help="where to write the learning-curve PNG "
                                   "(default DIR/learning_curves.png, or ./lrn-demo.png without --out)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

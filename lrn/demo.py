@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lrn.compare import compare, format_params
 from lrn.tasks.adding import MEAN_BASELINE_MSE
 from lrn.train.checkpoint import atomic_write_json
@@ -25,22 +27,38 @@ CELLS = ("lrn", "lstm", "gru")
 SOLVED_MSE = MEAN_BASELINE_MSE / 10
 #: training steps timed per cell after training, interleaved (lrn compare --speed-steps)
 SPEED_STEPS = 40
+#: torch threads: one keeps the demo within 3 minutes on a busy 2-core machine (with two,
+#: GRU's steps took 2-5x longer beside two other busy processes)
+THREADS = 1
 
 
 def run_demo(out_dir: str | Path | None = None, *, steps: int | None = None, plot: str | Path | None = None,
-             progress: bool = True, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+             threads: int = THREADS, progress: bool = True, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, time, print the table, write the plot (and with ``out_dir`` the runs and
     results.json).  ``steps`` defaults to the adding task's small preset; ``overrides``
     change its settings (tests make it smaller)."""
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(out_dir, steps, plot, progress, overrides)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(out_dir: str | Path | None, steps: int | None, plot: str | Path | None, progress: bool,
+         overrides: dict[str, Any] | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lrn-demo-") as scratch:
         runs_dir = Path(out_dir) if out_dir is not None else Path(scratch)
         summary = compare("adding", None, list(CELLS), out_dir=runs_dir, preset="small", overrides=overrides,
                           max_steps=steps, speed_steps=SPEED_STEPS, progress=progress)
         curves = {cell: _valid_curve(runs_dir / "seed0" / cell) for cell in CELLS}
     config = summary["runs"][0]["config"]
-    results = {"kind": "lrn.demo", "task": "adding", "seq_len": config["seq_len"], "hidden_size": config["hidden_size"],
+    results = {"kind": "lrn.demo", "task": "adding", "threads": torch.get_num_threads(),
+               "seq_len": config["seq_len"], "hidden_size": config["hidden_size"],
                "batch_size": config["batch_size"], "steps": config["max_steps"],
                "mean_baseline_mse": MEAN_BASELINE_MSE, "solved_mse": SOLVED_MSE,
                "step_seconds": {cell: s["median_s"] for cell, s in summary["speed"]["per_cell"].items()},
@@ -65,8 +83,8 @@ def table(results: dict[str, Any]) -> str:
     """Quality at equal steps, then speed measured apart and the time to solve the task."""
     lstm_s = results["step_seconds"]["lstm"]
     lines = ["", f"The adding problem, T = {results['seq_len']}, hidden {results['hidden_size']}, "
-                 f"batch {results['batch_size']}: every cell trained {results['steps']} steps; solved means "
-                 f"test MSE < {SOLVED_MSE:.4f}.", "",
+                 f"batch {results['batch_size']}: every cell trained {results['steps']} steps on "
+                 f"{results['threads']} thread(s); solved means test MSE < {SOLVED_MSE:.4f}.", "",
              "| Model | test MSE | solved | ms/step (measured apart) | x LSTM | steps to solve | time to solve "
              "| #Params |", "|---|---:|:---:|---:|---:|---:|---:|---:|"]
     for run in results["runs"]:

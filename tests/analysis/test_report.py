@@ -175,7 +175,7 @@ def test_the_demo_block_shows_its_table_and_picture(tmp_path):
     from lrn.analysis.report import README_BEGIN, README_DEMO_BEGIN, README_DEMO_END, README_END
 
     curve = {"step": [100, 200], "valid_mse": [0.1, 0.01]}
-    demo = {"kind": "lrn.demo", "task": "adding", "seq_len": 50, "hidden_size": 128, "batch_size": 32, "steps": 200,
+    demo = {"kind": "lrn.demo", "task": "adding", "threads": 1, "seq_len": 50, "hidden_size": 128, "batch_size": 32, "steps": 200,
             "mean_baseline_mse": 1 / 6, "solved_mse": 1 / 60,
             "step_seconds": {"lrn": 0.005, "lstm": 0.01, "gru": 0.02},
             "machine": {"cpu_model": "test cpu", "load_average": [0.5, 0.5, 0.5]},

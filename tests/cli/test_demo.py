@@ -38,7 +38,7 @@ def test_demo_trains_equal_steps_and_writes_table_plot_and_results(tmp_path, cap
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     assert {"lrn", "lstm", "gru", "always predict the mean"} <= set(rows)
-    assert "every cell trained 6 steps; solved means test MSE < 0.0167" in out
+    assert "every cell trained 6 steps on 1 thread(s); solved means test MSE < 0.0167" in out
     assert rows["lstm"].split("|")[5].strip() == "1.00"  # the x LSTM column
     image = matplotlib.image.imread(tmp_path / "demo" / "learning_curves.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
