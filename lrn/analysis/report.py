@@ -526,7 +526,7 @@ def _verdict(a: list[float], b: list[float], higher_is_better: bool) -> str:
         return f"{min(len(a), len(b))} seed(s): no tie or difference claimed"
     sa, sb = mean_std(a), mean_std(b)
     if abs(sa["mean"] - sb["mean"]) <= sa["std"] + sb["std"]:
-        return "a tie (means within one standard deviation of each other)"
+        return "a tie (the means lie within the sum of the two standard deviations)"
     better = (sa["mean"] > sb["mean"]) == higher_is_better
     return "LRN better" if better else "LRN worse"
 
