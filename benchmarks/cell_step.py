@@ -10,7 +10,6 @@ of --calls back-to-back steps; the table gives the median sample in microseconds
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 import lrn
 from lrn.bench.machine import machine_info
+from lrn.bench.report import emit
 
 CELLS = ("lstm", "gru", "lrn[cpu]", "lrn[reference]")
 
@@ -89,12 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     report = run(batches, args.hidden, args.rounds, args.calls)
-    table = markdown(report)
-    print(table)
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    emit(report, markdown(report), args.out, args.markdown)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,16 @@ machine: the "idle" phase must be idle.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import lrn
 from lrn.bench.machine import machine_info
+from lrn.bench.report import emit
 
 
 def _hog() -> None:
@@ -136,12 +135,7 @@ def main() -> None:
     parser.add_argument("--markdown")
     args = parser.parse_args()
     report = run([int(t) for t in args.threads.split(",")], args.hogs, args.rounds, args.seconds_per_sample)
-    text = markdown(report)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(text)
+    emit(report, markdown(report), args.out, args.markdown)
 
 
 if __name__ == "__main__":

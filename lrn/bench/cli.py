@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from lrn.bench.rows import CELLS, DEFAULT_GRID, DTYPE_NAMES, TARGET_SHAPES, Shape
 
@@ -51,7 +49,7 @@ def _split(text: str | None) -> list[str] | None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from lrn.bench.measure import BenchConfig, run_bench
-    from lrn.bench.report import format_markdown, plot_report
+    from lrn.bench.report import emit, format_markdown, plot_report
     from lrn.bench.rows import default_cells
 
     if args.shapes:
@@ -64,12 +62,7 @@ def run_cli(args: argparse.Namespace) -> int:
                          backends=_split(args.backends), device=args.device, dtype=args.dtype,
                          repeats=args.repeats, warmup=args.warmup, memory=not args.no_memory)
     report = run_bench(config)
-    table = format_markdown(report)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(table)
+    emit(report, format_markdown(report), args.out, args.markdown)
     if args.plot:
         plot_report(report, args.plot)
     return 0

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 from lrn.bench.rows import Row, rows_of
+
+
+def emit(report: dict, table: str, out: str | Path | None, markdown: str | Path | None) -> None:
+    """Print a benchmark's table, and write its JSON report and markdown where asked."""
+    print(table)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    if markdown:
+        Path(markdown).write_text(table)
 
 
 def _num(value: float | None, digits: int = 2) -> str:

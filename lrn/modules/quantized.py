@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 from torch.ao.nn.quantized import dynamic as qdynamic
 
-from lrn.modules.base import block_layer_norm
 from lrn.modules.lrn import LRN, LRNCell
 
 
@@ -82,9 +81,7 @@ class DynamicQuantizedLRNCell(LRNCell):
         return quantized
 
     def projection(self, x: Tensor) -> Tensor:
-        gates = self.projection_int8(x)
-        return gates if not self.layer_norm else block_layer_norm(gates, self.ln_weight, self.ln_bias,
-                                                                  self.hidden_size)
+        return self.layer_norm_gates(self.projection_int8(x))
 
     def _dtype_reference(self) -> Tensor:
         return self.float_reference
