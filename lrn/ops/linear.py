@@ -96,10 +96,11 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b if want_b else None
 
 
-# Below this many rows torch's own F.linear is as fast or faster in a whole training step: up
-# to 2x for a cell step (LRNCell(256, 256) at B=64: 0.96 ms against 1.56 ms), 10-20% for short
-# layers; from 8192 rows on oneDNN gains 1-3% (benchmarks/linear_paths.py, 1 and 2 threads,
-# with and without keep_freed_memory).
+# Below this many rows torch's own F.linear is as fast or faster in a whole training step: 2x
+# for a cell step (LRNCell(256, 256) at B=64: 0.64 ms against 1.31 ms), 4-22% for layers under
+# 4096 rows; from 8192 rows oneDNN gains 1-5% (`python benchmarks/linear_paths.py --threads 2
+# --keep-freed-memory`, idle 2-core machine; without keep_freed_memory the two are within
+# ~10% either way from run to run).
 _ONEDNN_MIN_ROWS = 8192
 
 
