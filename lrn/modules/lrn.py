@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lrn.functional import check_activation, check_backend, lrn_scan
-from lrn.modules.base import ElementwiseRNN, block_layer_norm, check_flags, refuse_script, xavier_gate_init_
+from lrn.modules.base import ElementwiseRNN, block_layer_norm, check_flags, xavier_gate_init_
 from lrn.ops.linear import linear
 from lrn.ops.reference import lrn_step
 
@@ -54,6 +54,12 @@ class LRN(ElementwiseRNN):
     def _scan(self, gates, h0, lengths, layer, layer_input):
         return lrn_scan(gates, h0, lengths, num_directions=self.num_directions, activation=self.activation,
                         output_gate=self.output_gate, backend=self.backend, recurrent_gates=self.recurrent_gates)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles a twin with the same parameters (lrn/modules/scripted.py)."""
+        from lrn.modules.scripted import ScriptedLRN
+
+        return ScriptedLRN(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -156,7 +162,10 @@ class LRNCell(nn.Module):
         return h_last[0] if batched else h_last[0, 0]
 
     def __prepare_scriptable__(self):
-        refuse_script(type(self).__name__)
+        """torch.jit.script compiles a twin with the same parameters (lrn/modules/scripted.py)."""
+        from lrn.modules.scripted import ScriptedLRNCell
+
+        return ScriptedLRNCell(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -122,18 +122,21 @@ def masked_time_scan(
     return torch.cat(outputs, -1), torch.stack(finals, 0)
 
 
-def lrn_step(g: torch.Tensor, h: torch.Tensor, *, activation: str = "tanh", output_gate: bool = False,
+def lrn_step(g: torch.Tensor, h: torch.Tensor, activation: str = "tanh", output_gate: bool = False,
              recurrent_gates: bool = True) -> torch.Tensor:
     """One step: packed gates g (B, G*H) and state h (B, H) -> the new state (B, H), which is
-    also the step's output."""
-    q, k, v, *o = g.split(h.shape[-1], dim=-1)
+    also the step's output.  TorchScript compiles it too (lrn/modules/scripted.py), hence no
+    unpacking of the split and no keyword-only arguments."""
+    blocks = g.split(h.shape[-1], dim=-1)  # q, k, v(, o): (B, H) each
     feedback = h if recurrent_gates else torch.zeros_like(h)
-    f = torch.sigmoid(q - feedback)
-    i = torch.sigmoid(k + feedback)
-    c = i * v + f * h
+    f = torch.sigmoid(blocks[0] - feedback)
+    i = torch.sigmoid(blocks[1] + feedback)
+    c = i * blocks[2] + f * h
     if activation == "tanh":
         c = torch.tanh(c)
-    return torch.sigmoid(o[0] - c) * c if output_gate else c
+    if output_gate:
+        return torch.sigmoid(blocks[3] - c) * c
+    return c
 
 
 def lrn_scan_reference(
