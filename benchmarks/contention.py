@@ -13,21 +13,14 @@ machine: the "idle" phase must be idle.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import statistics
-import time
 
 import torch
 
 import lrn
+from lrn.bench.interleaved import busy_cores, interleaved_medians
 from lrn.bench.machine import machine_info
 from lrn.bench.report import emit
-
-
-def _hog() -> None:
-    while True:
-        pass
 
 
 def workloads() -> dict[str, dict[str, callable]]:
@@ -67,44 +60,15 @@ def workloads() -> dict[str, dict[str, callable]]:
     return out
 
 
-def measure(fns: dict[str, callable], rounds: int, seconds_per_sample: float) -> dict[str, float]:
-    """Median seconds per call of each fn, interleaved, the order rotating every round."""
-    names = list(fns)
-    calls = {}
-    for name in names:  # warm-up, and calls per sample from it
-        fns[name]()
-        start = time.perf_counter()
-        fns[name]()
-        calls[name] = max(1, int(seconds_per_sample / max(time.perf_counter() - start, 1e-6)))
-    samples = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                fns[name]()
-            samples[name].append((time.perf_counter() - start) / calls[name])
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
 def run(threads_list: list[int], hogs: int, rounds: int, seconds_per_sample: float) -> dict:
     rows = []
     before = machine_info(torch.device("cpu"))
     for threads in threads_list:
         torch.set_num_threads(threads)
         for name, fns in workloads().items():
-            idle = measure(fns, rounds, seconds_per_sample)
-            context = multiprocessing.get_context("spawn")
-            procs = [context.Process(target=_hog, daemon=True) for _ in range(hogs)]
-            for p in procs:
-                p.start()
-            time.sleep(0.5)  # let the hogs get going
-            try:
-                busy = measure(fns, rounds, seconds_per_sample)
-            finally:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    p.join()
+            idle = interleaved_medians(fns, rounds, seconds_per_sample)
+            with busy_cores(hogs):
+                busy = interleaved_medians(fns, rounds, seconds_per_sample)
             slowdown = {impl: busy[impl] / idle[impl] for impl in fns}
             rows.append({"workload": name, "threads": threads, "idle_s": idle, "busy_s": busy, "slowdown": slowdown,
                          "lrn_slowdown_over_gru": slowdown["lrn"] / slowdown["gru"]})

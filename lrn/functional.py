@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from lrn.ops.reference import ACTIVATIONS, lrn_scan_reference
+from lrn.ops.reference import ACTIVATIONS, lrn_scan_reference, lrn_step
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 _CPU_DTYPES = (torch.float32, torch.float64)
@@ -135,12 +135,44 @@ def lrn_scan(
     return fused.scan(*args)
 
 
+_CPU_OPS = []
+
+
+def _cpu_ops():
+    """lrn.ops.cpu, imported on first use (numba loads then, not with the package); kept
+    here because a per-step import statement costs about a microsecond."""
+    if not _CPU_OPS:
+        from lrn.ops import cpu
+
+        _CPU_OPS.append(cpu)
+    return _CPU_OPS[0]
+
+
+def lrn_cell_step(gates: torch.Tensor, h: torch.Tensor | None, *, activation: str = "tanh",
+                  output_gate: bool = False, backend: str = "auto") -> torch.Tensor:
+    """One step on packed gates (B, G*H) and state (B, H) (None: zeros) -> the new state (B, H),
+    without argument checks (LRNCell checks).  A cell stepped by a decoder pays per call:
+    under autograd with backend "auto", a few plain torch ops (the fused op's dispatch costs
+    more than a step's work); in eager CPU inference, the numba step kernel (one call instead
+    of those ops); otherwise a one-step ``lrn_scan``."""
+    if backend == "auto" and torch.is_grad_enabled() and (gates.requires_grad or h is not None and h.requires_grad):
+        return lrn_step(gates, gates.new_zeros(gates.shape[0], gates.shape[1] // (4 if output_gate else 3))
+                        if h is None else h, activation, output_gate)
+    if (backend in ("auto", "cpu") and gates.device.type == "cpu" and gates.dtype in _CPU_DTYPES
+            and _installed("numba") and _eager_inference(gates, h)):
+        return _cpu_ops().step_forward(gates, h, activation == "tanh", output_gate)
+    _, h_last = lrn_scan(gates.unsqueeze(0), None if h is None else h.unsqueeze(0), activation=activation,
+                         output_gate=output_gate, backend=backend)
+    return h_last[0]
+
+
 def _eager_inference(gates: torch.Tensor, h0: torch.Tensor | None) -> bool:
-    """True when no autograd graph, tracer (torch.compile, torch.jit.trace) or tensor
-    subclass needs the custom op."""
+    """True when no autograd graph, tracer (torch.compile, torch.jit.trace), torch.func
+    transform or tensor subclass needs the custom op or plain torch ops."""
     if torch.is_grad_enabled() and (gates.requires_grad or (h0 is not None and h0.requires_grad)):
         return False
     return (type(gates) is torch.Tensor and (h0 is None or type(h0) is torch.Tensor)
+            and not torch._C._are_functorch_transforms_active()
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
 
 

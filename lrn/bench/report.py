@@ -117,3 +117,37 @@ def plot_report(report: dict, path: str | Path) -> None:
                 ax.set_title(f"only one value of {axis} in this grid", fontsize=9)
         axes[0][col].legend(fontsize=8)
     fig.savefig(path, dpi=110)
+
+
+REAL_PROGRAMS_KIND = "lrn.bench.real_programs"
+
+
+def format_real_programs(report: dict) -> str:
+    """benchmarks/real_programs.py's report as a markdown table (time per step, ms)."""
+    m = report["machine"]
+    load = m.get("load_average")
+    lines = [f"{m['cpu_model']}, {m['usable_cpus']} CPUs, load average {load[0]:.2f} at the start; busy = "
+             f"{report['hogs']} CPU-bound processes beside the program; medians of {report['rounds']} interleaved "
+             "samples; time per step in ms.", "",
+             "| program | torch threads | gru idle | lrn idle | lrn / gru idle | gru busy | lrn busy | lrn / gru busy |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        i, b = r["idle_s"], r["busy_s"]
+        lines.append(f"| {r['program']} | {r['threads']} | {1e3 * i['gru']:.2f} | {1e3 * i['lrn']:.2f} | "
+                     f"{r['lrn_over_gru_idle']:.2f} | {1e3 * b['gru']:.2f} | {1e3 * b['lrn']:.2f} | "
+                     f"{r['lrn_over_gru_busy']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def real_programs_summary(report: dict) -> str:
+    """One sentence: the range of LRN's time per step over nn.GRU's, idle and busy."""
+    idle = [r["lrn_over_gru_idle"] for r in report["rows"]]
+    busy = [r["lrn_over_gru_busy"] for r in report["rows"]]
+    programs = len({r["program"] for r in report["rows"]})
+    threads = "/".join(sorted({str(r["threads"]) for r in report["rows"]}))
+    return (f"In {programs} realistic workloads with nn.GRU / nn.GRUCell swapped for LRN (benchmarks/real_programs.py: "
+            f"a seq2seq training step and its greedy decoding, a packed bidirectional classifier, a slot-attention "
+            f"refinement; {threads} torch threads, {report['machine']['cpu_model']}), LRN's time per step was "
+            f"{min(idle):.2f}-{max(idle):.2f}x nn.GRU's on the idle machine and {min(busy):.2f}-{max(busy):.2f}x "
+            f"beside {report['hogs']} CPU-bound processes.")
+

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lrn.functional import check_activation, check_backend, lrn_scan
+from lrn.functional import check_activation, check_backend, lrn_cell_step, lrn_scan
 from lrn.modules.base import ElementwiseRNN, block_layer_norm, check_flags, xavier_gate_init_
 from lrn.ops.linear import linear
-from lrn.ops.reference import lrn_step
 
 
 class LRN(ElementwiseRNN):
@@ -121,45 +120,37 @@ class LRNCell(nn.Module):
         return block_layer_norm(gates, self.ln_weight, self.ln_bias, self.hidden_size)
 
     def _dtype_reference(self) -> Tensor:
+        """A tensor with the dtype and device that inputs must have."""
         return self.weight_ih
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        if input.dim() not in (1, 2):
-            raise ValueError(f"LRNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if input.size(-1) != self.input_size:
+        # A decoder calls this once per step: the checks are nn.GRUCell's, written to cost little.
+        weight = self._dtype_reference()
+        dim = input.dim()
+        if dim != 2 and dim != 1:
+            raise ValueError(f"LRNCell: Expected input to be 1D or 2D, got {dim}D instead")
+        if input.shape[-1] != self.input_size:
             raise ValueError(f"LRNCell: input.size(-1) must be equal to input_size. "
-                             f"Expected {self.input_size}, got {input.size(-1)}")
-        reference = self._dtype_reference()
-        if input.dtype != reference.dtype or input.device != reference.device:
+                             f"Expected {self.input_size}, got {input.shape[-1]}")
+        if input.dtype != weight.dtype or input.device != weight.device:
             raise ValueError(f"LRNCell: input must match the parameters' dtype and device "
-                             f"({reference.dtype}, {reference.device}), got "
-                             f"({input.dtype}, {input.device})")
-        batched = input.dim() == 2
+                             f"({weight.dtype}, {weight.device}), got ({input.dtype}, {input.device})")
+        batched = dim == 2
         x = input if batched else input.unsqueeze(0)  # (B, in)
-        h0 = None
+        B, H = x.shape[0], self.hidden_size
+        h = None
         if hx is not None:
-            h = hx if batched else hx.unsqueeze(0)
-            if tuple(h.shape) != (x.shape[0], self.hidden_size):
-                raise ValueError(f"LRNCell: Expected hidden size {(x.shape[0], self.hidden_size)}, "
-                                 f"got {list(h.shape)}")
+            h = hx if batched else hx.unsqueeze(0)  # (B, H)
+            if h.shape != (B, H):
+                raise ValueError(f"LRNCell: Expected hidden size {(B, H)}, got {list(h.shape)}")
             if h.dtype != x.dtype or h.device != x.device:
                 raise ValueError(f"LRNCell: hx must match the input's dtype and device "
                                  f"({x.dtype}, {x.device}), got ({h.dtype}, {h.device})")
-            h0 = h.unsqueeze(0)  # (1, B, H)
-        if x.shape[0] == 0:  # as nn.GRUCell: an empty batch gives an empty state
-            return x.new_zeros(0, self.hidden_size)
+        if B == 0:  # as nn.GRUCell: an empty batch gives an empty state
+            return x.new_zeros(0, H)
         gates = self.projection(x)  # (B, G*H)
-        if self.backend == "auto" and torch.is_grad_enabled() and (gates.requires_grad or h0 is not None
-                                                                   and h0.requires_grad):
-            # One step under autograd: a few plain torch ops cost less than the fused op's
-            # per-call overhead (a training step of LRNCell(256, 256) at B=1 takes about two
-            # thirds of the time; benchmarks/contention.py, the "cell train" rows, idle).
-            h = lrn_step(gates, h0[0] if h0 is not None else torch.zeros_like(gates[:, :self.hidden_size]),
-                         activation=self.activation, output_gate=self.output_gate)
-            return h if batched else h[0]
-        _, h_last = lrn_scan(gates.unsqueeze(0), h0, activation=self.activation, output_gate=self.output_gate,
-                             backend=self.backend)
-        return h_last[0] if batched else h_last[0, 0]
+        h = lrn_cell_step(gates, h, activation=self.activation, output_gate=self.output_gate, backend=self.backend)
+        return h if batched else h[0]
 
     def __prepare_scriptable__(self):
         """torch.jit.script compiles a twin with the same parameters (lrn/modules/scripted.py)."""

@@ -134,6 +134,22 @@ def _previous_row(initial, out, d, b, t, n, backwards, h_lo, h_hi, y_lo):
     return out[t + 1 if backwards else t - 1, b, y_lo:y_lo + h_hi - h_lo]
 
 
+@njit(inline="always")
+def _step_row(q, k, v, o, hp_row, y, width, use_tanh, output_gate):
+    """One step of one sequence's row: y = h_t from its gate rows and h_{t-1} (the flags are
+    the calling kernel's compile-time constants, so their branches fold away)."""
+    for x in range(width):
+        hp = hp_row[x]
+        f = _sigmoid(q[x] - hp)
+        i = _sigmoid(k[x] + hp)
+        c = i * v[x] + f * hp
+        if use_tanh:
+            c = _tanh(c)
+        if output_gate:
+            c = _sigmoid(o[x] - c) * c
+        y[x] = c
+
+
 def _build_forward(use_tanh: bool, output_gate: bool, parallel: bool):
     """Forward kernel with the flags as compile-time constants (runtime flags would leave
     branches in the inner loop and LLVM then vectorises only one variant, or none)."""
@@ -170,17 +186,7 @@ def _build_forward(use_tanh: bool, output_gate: bool, parallel: bool):
                     k = g[q_lo + H:q_lo + H + width]
                     v = g[q_lo + 2 * H:q_lo + 2 * H + width]
                     o = g[q_lo + 3 * H:q_lo + 3 * H + width] if output_gate else v
-                    y = out[t, b, y_lo:y_lo + width]
-                    for x in range(width):
-                        hp = hp_row[x]
-                        f = _sigmoid(q[x] - hp)
-                        i = _sigmoid(k[x] + hp)
-                        c = i * v[x] + f * hp
-                        if use_tanh:
-                            c = _tanh(c)
-                        if output_gate:
-                            c = _sigmoid(o[x] - c) * c
-                        y[x] = c
+                    _step_row(q, k, v, o, hp_row, out[t, b, y_lo:y_lo + width], width, use_tanh, output_gate)
             for b in range(b_lo, b_hi):
                 n = lengths[b]
                 if n > 0:
@@ -270,6 +276,26 @@ def _build_backward(use_tanh: bool, output_gate: bool, parallel: bool):
     return backward
 
 
+def _build_step(use_tanh: bool, output_gate: bool):
+    """One step without lengths or directions, for a cell called step by step (a decoder):
+    the scan's per-call work (lengths, slicing, threads) would cost more than the step."""
+
+    @njit(cache=True, **_JIT_OPTIONS)
+    def step(gates, state, out):
+        # gates (B, G*H); state (B, H): h_{t-1}; out (B, H): h_t
+        B, H = state.shape
+        for b in range(B):
+            g = gates[b]
+            hp_row = state[b]
+            q = g[0:H]
+            k = g[H:2 * H]
+            v = g[2 * H:3 * H]
+            o = g[3 * H:4 * H] if output_gate else v
+            _step_row(q, k, v, o, hp_row, out[b], H, use_tanh, output_gate)
+
+    return step
+
+
 def _ensure_cache_dir() -> None:
     """Give numba's on-disk cache a writable place.  numba looks beside this file and in the
     user's cache directory; in a read-only install with an unwritable home both fail and
@@ -294,6 +320,8 @@ _FLAGS = [(use_tanh, output_gate, parallel) for use_tanh in (False, True) for ou
           for parallel in (False, True)]
 _FORWARD = {flags: _build_forward(*flags) for flags in _FLAGS}
 _BACKWARD = {flags: _build_backward(*flags) for flags in _FLAGS}
+_STEP = {(use_tanh, output_gate): _build_step(use_tanh, output_gate)
+         for use_tanh in (False, True) for output_gate in (False, True)}
 
 #: set in a child forked from this process: numba's OpenMP pool does not survive fork()
 #: (GNU OpenMP aborts the child), so a child runs the serial kernels only.
@@ -474,3 +502,23 @@ def scan_backward(grad_out, grad_h_last, gates, out, h0, lengths, num_directions
             _np(out, gates.dtype), _np(h0, gates.dtype), grad_gates.numpy(), lengths_array,
             num_directions, reverse)
     return grad_gates, (grad_h0 if wants_grad_h0 else None)
+
+
+def step_forward(gates: torch.Tensor, h: torch.Tensor | None, tanh: bool, output_gate: bool) -> torch.Tensor:
+    """One step on the calling thread, no autograd: gates (B, G*H), h (B, H) or None for
+    zeros -> the new state (B, H)."""
+    if gates.dim() != 2 or gates.dtype not in (torch.float32, torch.float64) or gates.is_cuda:
+        raise ValueError(f"cpu backend: step gates must be a (B, G*H) float32/float64 CPU tensor, got "
+                         f"{gates.dim()}-D {gates.dtype} on {gates.device}")
+    B, width = gates.shape
+    H = width // (4 if output_gate else 3)
+    if h is None:
+        h = torch.zeros(B, H, dtype=gates.dtype)
+    else:
+        _check_shape("h", h, (B, H))
+    out = torch.empty(B, H, dtype=gates.dtype)
+    # Not _np: a decoder's step is a few microseconds, and each of its conversions costs ~0.3.
+    _STEP[tanh, output_gate](gates.detach().contiguous().numpy(), h.detach().to(gates.dtype).contiguous().numpy(),
+                             out.numpy())
+    return out
+

@@ -189,3 +189,24 @@ def test_the_demo_block_shows_its_table_and_picture(tmp_path):
     text = readme.read_text()
     assert "| lrn | 0.0100 | yes | 5.0 | 0.50 | 200 | 1.0 s | 1.0K |" in text and "old" not in text
     assert "](docs/figures/demo-0.png)" in text and (tmp_path / "docs" / "figures" / "demo-0.png").is_file()
+
+
+def test_the_speed_block_states_the_range_of_the_real_programs_report(tmp_path):
+    from lrn.analysis.report import README_BEGIN, README_END, README_SPEED_BEGIN, README_SPEED_END
+    from lrn.bench.report import REAL_PROGRAMS_KIND
+
+    def row(program, threads, idle, busy):
+        return {"program": program, "threads": threads, "idle_s": {"gru": 1.0, "lrn": idle},
+                "busy_s": {"gru": 2.0, "lrn": 2 * busy}, "lrn_over_gru_idle": idle, "lrn_over_gru_busy": busy}
+
+    report = {"kind": REAL_PROGRAMS_KIND, "hogs": 2, "rounds": 7,
+              "machine": {"cpu_model": "test cpu", "usable_cpus": 2, "load_average": [0.1, 0.1, 0.1]},
+              "rows": [row("a", 1, 0.5, 0.9), row("b", 1, 1.04, 1.2), row("a", 2, 0.7, 0.3)]}
+    _write(tmp_path / "runs" / "real_programs.json", report)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_SPEED_BEGIN}\nold\n{README_SPEED_END}\n{README_BEGIN}\n{README_END}\n")
+    build_report([tmp_path / "runs"], tmp_path / "docs", readme=readme)
+    line = readme.read_text().splitlines()[2]
+    assert "In 2 realistic workloads" in line and "1/2 torch threads, test cpu" in line
+    assert "0.50-1.04x nn.GRU's on the idle machine and 0.30-1.20x beside 2 CPU-bound processes" in line
+    assert "| b | 1 | 1000.00 | 1040.00 | 1.04 |" in (tmp_path / "docs" / "report.md").read_text()

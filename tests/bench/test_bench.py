@@ -127,21 +127,36 @@ def test_targets_hand_worked():
     assert [t["what"] for t in evaluate_targets(report)] == ["train memory / nn.GRU"]
 
 
-def test_cell_step_script_reports_every_cell():
+def _benchmark_script(name: str):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cell_step.py"
-    spec = importlib.util.spec_from_file_location("cell_step", path)
-    cell_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cell_step)
-    report = cell_step.run([1, 3], 8, rounds=2, calls=2)
-    assert {(r["B"], r["cell"]) for r in report["results"]} == {
-        (B, c) for B in (1, 3) for c in cell_step.CELLS}
-    assert all(len(r["samples_us"]) == 2 and r["min_us"] <= r["median_us"] for r in report["results"])
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cell_step_script_times_every_cell_shape_and_mode():
+    cell_step = _benchmark_script("cell_step")
+    report = cell_step.run([4, 8], [1, 3], rounds=2, seconds_per_sample=0.001, progress=False)
+    assert [(r["H"], r["B"], r["mode"]) for r in report["results"]] == [
+        (H, B, mode) for H in (4, 8) for B in (1, 3) for mode in ("forward", "train")]
+    for r in report["results"]:
+        assert set(r["median_us"]) == set(cell_step.CELLS) and all(v > 0 for v in r["median_us"].values())
+        assert r["lrn_over_gru"] == pytest.approx(r["median_us"]["lrn"] / r["median_us"]["gru"])
     table = cell_step.markdown(report)
-    assert table.count("\n| 1 | ") == 1 and table.count("\n| 3 | ") == 1
+    assert table.count("\n| 8 | 3 | train | ") == 1
     assert "(1.00)" in table  # the GRUCell column is its own baseline
+
+
+def test_real_programs_script_runs_each_program_with_both_cells():
+    real_programs = _benchmark_script("real_programs")
+    torch.manual_seed(0)
+    for name, build in real_programs.PROGRAMS.items():
+        for impl in real_programs.IMPLS:
+            build(impl)()  # one step of each program runs, with either recurrent class
 
 
 def test_rows_round_trip_through_json(report):

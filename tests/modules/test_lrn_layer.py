@@ -141,18 +141,22 @@ def test_reverse_direction_reads_each_sequence_from_its_true_end(backend):
     torch.testing.assert_close(h_r, h_f)
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "inference"])  # plain ops / the step kernel
 @pytest.mark.parametrize("config", [dict(), dict(output_gate=True, activation="identity"), dict(layer_norm=True)])
-def test_cell_stepped_over_sequence_equals_layer(config):
+def test_cell_stepped_over_sequence_equals_layer(config, grad):
     layer = lrn.LRN(3, 5, **config)
     cell = lrn.LRNCell(3, 5, **config)
     cell.load_state_dict({name.removesuffix("_l0"): p for name, p in layer.state_dict().items()})
     x, h = torch.randn(6, 2, 3), torch.randn(2, 5)
     out, h_n = layer(x, h.unsqueeze(0))
-    for t in range(6):
-        h = cell(x[t], h)
-        torch.testing.assert_close(h, out[t])
+    with torch.set_grad_enabled(grad):
+        for t in range(6):
+            h = cell(x[t], h)
+            torch.testing.assert_close(h, out[t])
+        assert cell(x[0, 0]).shape == (5,)  # unbatched
+        assert cell(x[0]).shape == (2, 5)  # no state: zeros
+    assert h.requires_grad == grad
     torch.testing.assert_close(h, h_n[0])
-    assert cell(x[0, 0]).shape == (5,)  # unbatched
     assert cell.weight_ih.shape == ((4 if config.get("output_gate") else 3) * 5, 3)
 
 

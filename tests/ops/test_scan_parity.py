@@ -65,3 +65,22 @@ def test_out_of_range_lengths_are_refused_by_every_backend(backend, lengths):
     gates = torch.randn(3, 3, 3 * 4, device=_device_of(backend))
     with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
         lrn_scan(gates, lengths=torch.tensor(lengths), backend=backend)
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")
+@pytest.mark.parametrize("with_h", [True, False], ids=["h", "no_h"])
+@pytest.mark.parametrize("output_gate", [False, True], ids=["lrn", "olrn"])
+@pytest.mark.parametrize("activation", ["tanh", "identity"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_the_cpu_step_kernel_matches_the_reference_step(dtype, activation, output_gate, with_h):
+    """The single-step kernel (a cell's inference path, no autograd) against the reference step."""
+    from lrn.ops.cpu import step_forward
+    from lrn.ops.reference import lrn_step
+
+    B, H = 5, 7
+    gates = torch.randn(B, (4 if output_gate else 3) * H, dtype=torch.float64) * 3
+    h = torch.randn(B, H, dtype=torch.float64) if with_h else None
+    expected = lrn_step(gates, torch.zeros(B, H, dtype=torch.float64) if h is None else h, activation, output_gate)
+    got = step_forward(gates.to(dtype), None if h is None else h.to(dtype), activation == "tanh", output_gate)
+    assert got.dtype == dtype and got.shape == (B, H)
+    torch.testing.assert_close(got.double(), expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
