@@ -9,8 +9,10 @@ tcmalloc; with glibc the same effect is two ``mallopt`` settings, applied here a
 
 The price is that the process keeps its peak heap (freed memory is reused, not returned),
 which is what a training or benchmark process wants.  Importing ``lrn`` never changes the
-allocator: the ``lrn`` command calls :func:`keep_freed_memory` (opt out with
-``LRN_KEEP_FREED_MEMORY=0``), and library users may call it themselves.
+allocator.  It is applied where it pays: by the ``lrn`` command at start, and in any other
+program by the first CPU kernel call that allocates a buffer of 8 MiB or more (a layer
+large enough to page-fault); ``LRN_KEEP_FREED_MEMORY=0`` opts out of both.  Calling
+:func:`keep_freed_memory` early also covers what the program allocates before that.
 """
 
 from __future__ import annotations

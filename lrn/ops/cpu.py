@@ -39,7 +39,7 @@ import torch
 from numba import njit, prange, types
 from numba.extending import overload
 
-from lrn.allocator import glibc
+from lrn.allocator import glibc, keep_freed_memory
 from lrn.ops.linear import onednn_backed_empty
 from lrn.ops.reference import check_length_range
 
@@ -417,6 +417,10 @@ def _empty(*shape: int, dtype: torch.dtype, onednn_backed: bool = False) -> torc
     nbytes = out.numel() * out.element_size()
     libc = glibc()
     if libc is not None and nbytes >= 4 * _HUGE_PAGE:
+        # A plain program gets the speed that `lrn bench` measures: from the first large
+        # buffer on, freed memory is reused instead of page-faulted in again every step
+        # (lrn/allocator.py; LRN_KEEP_FREED_MEMORY=0 opts out).
+        keep_freed_memory()
         start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
         end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
         libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)

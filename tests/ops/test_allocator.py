@@ -37,3 +37,22 @@ def test_opt_out_leaves_the_allocator_alone():
     code = "from lrn.allocator import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+AUTO = """
+import torch, lrn
+from lrn.allocator import freed_memory_kept
+with torch.no_grad():
+    lrn.LRN(8, 8)(torch.randn(4, 2, 8))
+    small = freed_memory_kept()  # a small layer leaves the process's allocator alone
+    lrn.LRN(8, 512, backend="cpu")(torch.randn(64, 64, 8))  # an 8 MiB output buffer
+print(small, freed_memory_kept())
+"""
+
+
+def test_a_plain_program_gets_freed_memory_kept_from_its_first_large_buffer_unless_opted_out():
+    env = {k: v for k, v in os.environ.items() if k != "LRN_KEEP_FREED_MEMORY"}
+    for extra, expected in (({}, "False True"), ({"LRN_KEEP_FREED_MEMORY": "0"}, "False False")):
+        out = subprocess.run([sys.executable, "-c", AUTO], capture_output=True, text=True, env=env | extra,
+                             timeout=120)
+        assert out.stdout.strip() == expected, out.stderr[-2000:]
