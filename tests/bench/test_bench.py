@@ -165,3 +165,22 @@ def test_rows_round_trip_through_json(report):
     assert [row.to_json() for row in rows_of(report)] == report["results"]
     assert all(isinstance(row, Row) and row.impls["lstm"].timing["train"].ratio["lstm"] == 1.0
                for row in rows_of(report))
+
+
+def test_dropin_classifier_script_trains_every_variant(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # its real_programs import
+    dropin = _benchmark_script("dropin_classifier")
+    articles = [(["goal", "match", "team"], 1), (["war", "talks", "minister"], 0)] * 4
+    vocab = {w: i + 2 for i, w in enumerate(sorted({w for words, _ in articles for w in words}))}
+    for variant in dropin.VARIANTS:
+        curve = dropin.train(variant, 0, articles, articles, vocab, epochs=2)
+        assert len(curve) == 2 and all(0 <= a <= 100 for a in curve)
+    biased = dropin.build("lrn forget bias 1", 10).rnn
+    H = biased.hidden_size
+    assert bool((biased.bias_ih_l1_reverse[:H] == 1).all()) and bool((biased.bias_ih_l1_reverse[H:] == 0).all())
+    report = {"config": {"train_size": 8, "test_size": 8, "epochs": 2, "seeds": [0, 1]},
+              "runs": [{"variant": v, "seed": s, "test_accuracy": [50.0 + s, 60.0 + s]}
+                       for v in dropin.VARIANTS for s in (0, 1)]}
+    assert "| gru | 50.5 ± 0.7 | 60.5 ± 0.7 |" in dropin.markdown(report)
