@@ -93,3 +93,22 @@ def test_the_torchscript_onnx_exporter_is_refused_rather_than_fixing_the_length(
     traced = torch.jit.trace(model, (torch.randn(5, 2, 4),))
     x = torch.randn(9, 2, 4)
     torch.testing.assert_close(traced(x)[0], model(x)[0])
+
+
+def test_a_saved_scripted_model_loads_and_runs_where_lrn_cannot_be_imported(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.pt"
+    model = Wrapped(bidirectional=True).eval()
+    torch.jit.save(torch.jit.script(model), str(path))
+    x, lengths = torch.randn(9, 2, 4), torch.tensor([9, 4])
+    torch.save({"x": x, "lengths": lengths, "expected": model(x, lengths)}, tmp_path / "io.pt")
+    code = (f"import sys; sys.modules['lrn'] = None\n"  # any import of lrn would now fail
+            f"import torch\n"
+            f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+            f"got = torch.jit.load({str(path)!r})(io['x'], io['lengths'])\n"
+            f"torch.testing.assert_close(got, io['expected'])\n"
+            f"print('ok')\n")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
