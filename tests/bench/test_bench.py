@@ -175,12 +175,41 @@ def test_dropin_classifier_script_trains_every_variant(monkeypatch):
     articles = [(["goal", "match", "team"], 1), (["war", "talks", "minister"], 0)] * 4
     vocab = {w: i + 2 for i, w in enumerate(sorted({w for words, _ in articles for w in words}))}
     for variant in dropin.VARIANTS:
-        curve = dropin.train(variant, 0, articles, articles, vocab, epochs=2)
-        assert len(curve) == 2 and all(0 <= a <= 100 for a in curve)
+        run = dropin.train(variant, 0, articles, articles, vocab, epochs=2)
+        assert len(run["test_accuracy"]) == 2 and all(0 <= a <= 100 for a in run["test_accuracy"])
+        assert len(run["influence_by_fifth"]) == 5 and abs(sum(run["influence_by_fifth"]) - 1) < 1e-5
     biased = dropin.build("lrn forget bias 1", 10).rnn
     H = biased.hidden_size
     assert bool((biased.bias_ih_l1_reverse[:H] == 1).all()) and bool((biased.bias_ih_l1_reverse[H:] == 0).all())
     report = {"config": {"train_size": 8, "test_size": 8, "epochs": 2, "seeds": [0, 1]},
-              "runs": [{"variant": v, "seed": s, "test_accuracy": [50.0 + s, 60.0 + s]}
+              "runs": [{"variant": v, "seed": s, "test_accuracy": [50.0 + s, 60.0 + s],
+                        "influence_by_fifth": [0.5 - 0.1 * s, 0.1, 0.1, 0.1, 0.2 + 0.1 * s]}
                        for v in dropin.VARIANTS for s in (0, 1)]}
-    assert "| gru | 50.5 ± 0.7 | 60.5 ± 0.7 |" in dropin.markdown(report)
+    table = dropin.markdown(report)
+    assert "| gru | 50.5 ± 0.7 | 60.5 ± 0.7 |" in table and "| gru | 45.0 | 10.0 | 10.0 | 10.0 | 25.0 |" in table
+
+
+def test_dropin_position_influence_by_hand(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    dropin = _benchmark_script("dropin_classifier")
+
+    class Readout(torch.nn.Module):  # logits from the first token only, or from the sum of all tokens
+        def __init__(self, first_only: bool) -> None:
+            super().__init__()
+            self.first_only = first_only
+            self.embedding = torch.nn.Embedding(20, 3)
+            self.out = torch.nn.Linear(3, 2)
+
+        def forward(self, tokens, lengths):
+            embedded = self.embedding(tokens)  # (T, B, E), padding rows are the zero id's vector
+            mask = (torch.arange(tokens.shape[0])[:, None] < lengths).unsqueeze(-1)
+            return self.out(embedded[0] if self.first_only else (embedded * mask).sum(0))
+
+    articles = [([f"w{i}" for i in range(10)], 0), ([f"w{i}" for i in range(5)], 1)]
+    vocab = {f"w{i}": i + 2 for i in range(10)}
+    first = dropin.position_influence(Readout(first_only=True), articles, vocab)
+    assert first == pytest.approx([1.0, 0.0, 0.0, 0.0, 0.0])
+    every = dropin.position_influence(Readout(first_only=False), articles, vocab)
+    assert every == pytest.approx([0.2] * 5)  # every token moves the sum's margin equally
