@@ -14,7 +14,7 @@ PRESETS = ("tiny", "small", "anchor", "paper")
 ENGINE_KEYS = frozenset({
     "seed", "max_steps", "max_epochs", "eval_every", "batch_size", "lr", "optimizer",
     "momentum", "weight_decay", "clip", "lr_schedule", "warmup_steps", "decay_factor",
-    "patience", "nonmono", "amp", "rho", "eps", "decay_start_epoch",
+    "patience", "nonmono", "amp", "rho", "eps", "decay_start_epoch", "decay_rate",
 })
 
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -40,7 +40,7 @@ RANGES: dict[str, tuple[type, float, bool]] = {
     "batch_size": (int, 1, False), "eval_every": (int, 0, False), "max_steps": (int, 0, True),
     "max_epochs": (int, 1, True), "warmup_steps": (int, 0, False), "clip": (float, 0, False),
     "weight_decay": (float, 0, False), "patience": (int, 1, False), "nonmono": (int, 1, False),
-    "decay_start_epoch": (int, 0, False),
+    "decay_start_epoch": (int, 0, False), "decay_rate": (float, 0, False),
 }
 
 

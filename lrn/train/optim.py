@@ -2,10 +2,11 @@
 
 Config keys read here: optimizer ("sgd" | "adam" | "adadelta" | "asgd" | "nt-asgd"), lr,
 weight_decay, momentum (sgd), rho and eps (adadelta, the optimiser of the authors' R-Net),
-lr_schedule ("constant" | "linear" | "cosine" | "plateau" | "epoch_decay"), warmup_steps,
-max_steps, decay_factor and patience (plateau), decay_factor and decay_start_epoch
-(epoch_decay: the lr is multiplied by decay_factor at the end of every epoch from epoch
-decay_start_epoch on, as in Zaremba et al. 2014), nonmono (nt-asgd).
+lr_schedule ("constant" | "linear" | "cosine" | "plateau" | "epoch_decay" | "inverse_time"),
+warmup_steps, max_steps, decay_factor and patience (plateau), decay_factor and
+decay_start_epoch (epoch_decay: the lr is multiplied by decay_factor at the end of every
+epoch from epoch decay_start_epoch on, as in Zaremba et al. 2014), decay_rate
+(inverse_time: lr / (1 + decay_rate * epochs done), as in Ma & Hovy 2016), nonmono (nt-asgd).
 
 "nt-asgd" is the non-monotonically triggered ASGD of Merity et al. (2018) used by the
 LRN authors' language models: plain SGD until the validation metric has not improved
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "asgd", "nt-asgd")
-SCHEDULES = ("constant", "linear", "cosine", "plateau", "epoch_decay")
+SCHEDULES = ("constant", "linear", "cosine", "plateau", "epoch_decay", "inverse_time")
 
 
 def build_optimizer(kind: str, params, config: dict[str, Any]) -> torch.optim.Optimizer:
@@ -53,6 +54,8 @@ def check_config(config: dict[str, Any]) -> None:
         # patience 0 cuts the lr at the first validation that does not improve, which locks
         # an early stall in for good
         raise ValueError(f"config patience must be >= 1 for the plateau schedule, got {config['patience']!r}")
+    if config.get("lr_schedule") == "inverse_time" and config.get("decay_rate") is None:
+        raise ValueError("lr_schedule 'inverse_time' divides the lr by 1 + decay_rate * epoch: set decay_rate")
     if not float(config.get("lr", 0)) > 0:
         raise ValueError(f"config lr must be positive, got {config.get('lr')!r}")
 
@@ -82,6 +85,8 @@ class Optimization:
         if kind == "epoch_decay":
             decays = max(0, epoch + 1 - int(self.config["decay_start_epoch"]))
             return base * float(self.config["decay_factor"]) ** decays
+        if kind == "inverse_time":
+            return base / (1.0 + float(self.config["decay_rate"]) * epoch)
         total = self.config.get("max_steps")
         if kind in ("linear", "cosine") and total:
             progress = min(1.0, (step - warmup) / max(1, int(total) - warmup))

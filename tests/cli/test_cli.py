@@ -208,5 +208,5 @@ def test_presets_lists_every_setting_set_accepts(capsys):
     settings = dict(line.split(" = ", 1) for line in lines if not line.startswith("#"))
     assert lines[-1].startswith("# also accepted, unset in this preset:") and "momentum" in lines[-1]
     assert settings["lr"] == "0.01" and "batch_size" in settings and settings["seed"] == "0"
-    err = _error(capsys, ["presets", "ner", "--preset", "anchor"])
+    err = _error(capsys, ["presets", "doc", "--preset", "anchor"])
     assert "no 'anchor' preset" in err

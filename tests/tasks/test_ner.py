@@ -222,3 +222,23 @@ def test_embeddings_file_initialises_words_and_bad_files_fail_clearly(tmp_path):
     glove.write_text("smith 0.5 0.5\n")
     with pytest.raises(DataError, match=r"glove\.txt:1: expected a word and 16 numbers, got 2"):
         task.build_model(dict(config, embeddings=str(glove)), data, "lrn")
+
+
+def test_anchor_preset_is_ma_and_hovy(tmp_path):
+    from lrn.train.config import resolve_config
+
+    write_toy_corpus(tmp_path / "toy")
+    task = NERTask()
+    config = resolve_config(task, "anchor", tmp_path / "toy", None, seed=0)
+    assert (config["optimizer"], config["lr"], config["momentum"], config["batch_size"]) == ("sgd", 0.015, 0.9, 10)
+    assert (config["lr_schedule"], config["decay_rate"], config["max_epochs"]) == ("inverse_time", 0.05, 50)
+    data = task.load_data(tmp_path / "toy", config)
+    model = task.build_model(config, data, "lstm")
+    # the 400 recurrent features go straight to the tag scores: no hidden tanh layer
+    linears = [m for m in model.project if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(400, len(data.tags))]
+    for table in (model.embed.words, model.embed.chars.embed):
+        bound, weight = (3.0 / table.embedding_dim) ** 0.5, table.weight.detach()
+        rows = torch.cat([weight[:table.padding_idx], weight[table.padding_idx + 1:]])
+        assert bound >= float(rows.abs().max()) > 0.9 * bound
+        assert not weight[table.padding_idx].any()

@@ -48,6 +48,16 @@ def test_epoch_decay_halves_from_the_start_epoch_on():
     assert opt.lr_at(10_000, 2) == 1.0  # the step does not matter
 
 
+def test_inverse_time_divides_by_one_plus_rate_times_epochs_done():
+    opt = make(lr_schedule="inverse_time", decay_rate=0.05)
+    # Ma & Hovy 2016: lr_t = lr_0 / (1 + 0.05 t) after t epochs
+    assert [opt.lr_at(0, epoch) for epoch in (0, 1, 10, 20)] == pytest.approx([1.0, 1 / 1.05, 1 / 1.5, 0.5])
+    from lrn.train.optim import check_config
+
+    with pytest.raises(ValueError, match="set decay_rate"):
+        check_config({"lr": 1.0, "lr_schedule": "inverse_time"})
+
+
 def test_nt_asgd_switches_when_validation_stops_improving():
     opt = make(optimizer="nt-asgd", nonmono=2)
     for value in (5.0, 4.0, 3.0, 3.5):  # 3.5 is compared with min(5.0) = 5.0: no switch
