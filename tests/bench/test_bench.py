@@ -167,7 +167,7 @@ def test_rows_round_trip_through_json(report):
                for row in rows_of(report))
 
 
-def test_dropin_classifier_script_trains_every_variant(monkeypatch):
+def test_dropin_classifier_script_trains_every_variant(monkeypatch, tmp_path):
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # its real_programs import
@@ -187,6 +187,14 @@ def test_dropin_classifier_script_trains_every_variant(monkeypatch):
                        for v in dropin.VARIANTS for s in (0, 1)]}
     table = dropin.markdown(report)
     assert "| gru | 50.5 ± 0.7 | 60.5 ± 0.7 |" in table and "| gru | 45.0 | 10.0 | 10.0 | 10.0 | 25.0 |" in table
+    # --from rewrites the doc's generated block from a saved report, without training
+    saved, doc = tmp_path / "saved.json", tmp_path / "doc.md"
+    saved.write_text(json.dumps({**report, "machine": {"date_utc": "2026-01-01T00:00+00:00"}}))
+    doc.write_text(f"intro\n{dropin.DOC_BEGIN}\nold\n{dropin.DOC_END}\nrest\n")
+    monkeypatch.setattr("sys.argv", ["dropin_classifier.py", "--from", str(saved), "--doc", str(doc)])
+    dropin.main()
+    text = doc.read_text()
+    assert "old" not in text and "| gru | 45.0 |" in text and text.endswith(f"{dropin.DOC_END}\nrest\n")
 
 
 def test_dropin_position_influence_by_hand(monkeypatch):
