@@ -175,6 +175,9 @@ class NERModel(nn.Module):
                  tags: Sequence[str], cell: str):
         super().__init__()
         self.embed = WordCharEmbedding.from_config(config, num_words, num_chars)
+        if config["embed_init"] not in ("normal", "uniform"):
+            raise ValueError(f"setting 'embed_init' must be 'normal' (torch's N(0, 1)) or 'uniform' "
+                             f"(Ma & Hovy's U(±sqrt(3/dim))), got {config['embed_init']!r}")
         if config["embed_init"] == "uniform":
             # Ma & Hovy (2016): word and char vectors from U(-sqrt(3/dim), sqrt(3/dim))
             for table in (self.embed.words, self.embed.chars.embed):
