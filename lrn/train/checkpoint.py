@@ -49,8 +49,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: Path, obj: Any, *, compact: bool = False) -> None:
+    """``obj`` as JSON, indented for people to read, or on one line (``compact``) for large logs."""
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=2)
+    atomic_write_text(path, text + "\n")
 
 
 @dataclass

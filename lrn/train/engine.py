@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import math
 import os
 import signal
@@ -30,7 +29,7 @@ from lrn.modules import count_parameters, parse_cell_spec
 from lrn.tasks import get_task
 from lrn.tasks.base import DataError, Task
 import lrn.train.distributed as distributed
-from lrn.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from lrn.train.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lrn.train.config import resolve_config
 from lrn.train.optim import Optimization
 from lrn.train.rng import rng_state, seed_everything, set_rng_state
@@ -451,7 +450,7 @@ class Trainer:
         }
         if self.proc.is_main:
             log = compact_log({"train_loss": self.losses, "step_seconds": self.step_seconds, "evals": self.evals})
-            atomic_write_text(self.out_dir / "log.json", json.dumps(log, separators=(",", ":")) + "\n")
+            atomic_write_json(self.out_dir / "log.json", log, compact=True)
             atomic_write_json(self.out_dir / "results.json", results)
         distributed.barrier(self.proc)
         return results
