@@ -157,6 +157,11 @@ def collect(roots: list[Path]) -> Found:
                 benches.append((path, obj))
             elif isinstance(obj, dict) and obj.get("kind") in ANALYSIS_KINDS:
                 analyses.append((path, obj))
+    # A demo's own runs (under its --out directory) are shown in the demo section; the task's
+    # comparison table comes from `lrn compare` runs with their seeds, not from the demo's one seed.
+    demo_dirs = [path.parent for path, _ in demos]
+    runs = [run for run in runs if not any(run.path.is_relative_to(d) for d in demo_dirs)]
+    compares = [(path, obj) for path, obj in compares if not any(path.is_relative_to(d) for d in demo_dirs)]
     return Found(runs, benches, analyses, compares, demos, programs)
 
 

@@ -191,6 +191,22 @@ def test_the_demo_block_shows_its_table_and_picture(tmp_path):
     assert "](docs/figures/demo-0.png)" in text and (tmp_path / "docs" / "figures" / "demo-0.png").is_file()
 
 
+def test_a_demos_own_runs_stay_out_of_the_comparison_tables(tmp_path):
+    demo = {"kind": "lrn.demo", "task": "adding", "runs": []}
+    _write(tmp_path / "runs" / "demo" / "results.json", demo)
+    mse = {"mse": 0.01}
+    _write(tmp_path / "runs" / "demo" / "seed0" / "lrn" / "results.json",
+           _results("adding", "lrn", mse, data_dir=None, preset="small"))
+    _write(tmp_path / "runs" / "demo" / "compare.json",
+           {"task": "adding", "runs": [_results("adding", "lrn", mse, data_dir=None, preset="small")],
+            "speed": {"per_cell": {}}})
+    compared = _results("adding", "gru", mse, data_dir=None, preset="small")
+    _write(tmp_path / "runs" / "adding-small" / "seed0" / "gru" / "results.json", compared)
+    found = collect([tmp_path / "runs"])
+    assert [r.results["cell"] for r in found.runs] == ["gru"]
+    assert found.compares == [] and len(found.demos) == 1
+
+
 def test_the_speed_block_states_the_range_of_the_real_programs_report(tmp_path):
     from lrn.analysis.report import README_BEGIN, README_END, README_SPEED_BEGIN, README_SPEED_END
     from lrn.bench.report import REAL_PROGRAMS_KIND
