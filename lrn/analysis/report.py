@@ -93,7 +93,7 @@ def _read_json(path: Path) -> Any:
 def _dataset_of(results: dict, run_dir: Path | None) -> str | None:
     """The dataset a run used, from its data directory (in results.json, else in its
     checkpoint): a known dataset directory among the path's components, else the one known
-    dataset directory under it (rc reads <data>/rc/squad), else the directory's name."""
+    dataset directory under it, else the directory's name."""
     data_dir = results.get("data_dir")
     if data_dir is None and run_dir is not None:
         for meta in sorted(run_dir.glob("checkpoints/*/meta.json")):
@@ -106,8 +106,7 @@ def _dataset_of(results: dict, run_dir: Path | None) -> str | None:
     for part in reversed(path.parts):
         if part.lower() in DATASETS:
             return DATASETS[part.lower()]
-    below = [name for name in DATASETS
-             if (path / results["task"] / name).is_dir() or (path / name).is_dir()]
+    below = [name for name in DATASETS if (path / name).is_dir()]
     return DATASETS[below[0]] if len(below) == 1 else path.name
 
 

@@ -317,7 +317,7 @@ class ReadingComprehension(Task):
         return RCData(Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"]), splits={})
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> RCData:
-        squad = Path(data_dir) / "rc" / "squad"
+        squad = Path(data_dir)  # the SQuAD v1.1 directory, e.g. ../shared/data/rc/squad
         train_path, dev_path = squad / "train-v1.1.json", squad / "dev-v1.1.json"
         seed = config["data_seed"]
         articles = read_squad(train_path)

@@ -149,7 +149,7 @@ def squad_dir(tmp_path: Path) -> Path:
     root.mkdir(parents=True)
     (root / "train-v1.1.json").write_text(json.dumps(_squad_json(CONTEXTS, QUESTIONS, "t")))
     (root / "dev-v1.1.json").write_text(json.dumps(_squad_json(CONTEXTS[:2], QUESTIONS[:2], "d")))
-    return tmp_path
+    return root
 
 
 def _tiny_config(**overrides):
@@ -257,7 +257,7 @@ def test_real_squad_subset_smoke():
     task = ReadingComprehension()
     config = task.config("tiny", root)
     config["seed"] = 0
-    data = task.load_data(root, config)
+    data = task.load_data(root / "rc" / "squad", config)
     assert all(len(data.splits[s]) > 0 for s in ("train", "valid", "test"))
     assert max(len(ex.answers) for ex in data.splits["test"]) > 1  # dev keeps every answer
     for ex in data.splits["train"]:
