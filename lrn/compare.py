@@ -288,11 +288,14 @@ def time_to_quality(summary: dict, logs: dict[tuple, dict], speed: dict) -> dict
 
 
 # ------------------------------------------------------------------ tables
-def format_mean_std(values: list[float | None], digits: int = 2) -> str:
-    """"mean ± sample std" of the values that are numbers (just the value for one; "–" for none)."""
+def format_mean_std(values: list[float | None], digits: int | None = None) -> str:
+    """"mean ± sample std" of the values that are numbers (just the value for one; "–" for none).
+    ``digits`` after the point: by default 2, or 4 when every value is below 1 (MSE-like metrics)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
+    if digits is None:
+        digits = 2 if max(abs(v) for v in values) >= 1 else 4
     stats = mean_std(values)
     return (f"{stats['mean']:.{digits}f}" if len(values) == 1
             else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}")

@@ -554,8 +554,7 @@ def headline_lines(found: Found) -> list[str]:
             continue
         values = {m: [r.results["metrics"]["test"][primary] for r in group] for m, group in models.items()}
         steps = "/".join(sorted({str(r.results["steps"]) for r in runs}))
-        digits = 2 if max(abs(x) for v in values.values() for x in v) >= 1 else 4  # MSE-like metrics
-        cells = ", ".join(f"{m} {format_mean_std(v, digits)}" for m, v in values.items())
+        cells = ", ".join(f"{m} {format_mean_std(v)}" for m, v in values.items())
         verdict = _verdict(values["lrn"], values[REFERENCE_CELL], get_task(task).higher_is_better)
         line = (f"- {TASK_TITLES.get(task, task)}, {dataset}, preset {preset}, {steps} steps: test {primary} "
                 f"{cells}. LRN vs {REFERENCE_CELL.upper()}: {verdict}.")
