@@ -48,6 +48,15 @@ def test_runs_are_collected_once_with_their_dataset(runs):
         ("gru", "AG News"), ("lrn", "CoNLL-2003"), ("lrn:activation=identity", "CoNLL-2003")]
 
 
+def test_tables_show_the_tasks_declared_metrics_only(tmp_path):
+    scores = {"f1": 80.0, "precision": 81.0, "recall": 79.0, "f1_PER": 85.0, "recall_LOC": 88.0}
+    _write(tmp_path / "runs" / "ner" / "results.json", _results("ner", "lrn", scores, data_dir="/d/ner/conll2003"))
+    build_report([tmp_path / "runs"], tmp_path / "out")
+    header = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+                  if line.startswith("| Model | #Params"))
+    assert "f1 (test) | precision (test) | recall (test)" in header and "_PER" not in header and "_LOC" not in header
+
+
 def test_tables_put_published_numbers_beside_matching_runs_only(runs, tmp_path):
     build_report([runs], tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()
@@ -138,6 +147,7 @@ def test_readme_block_says_tie_or_difference_from_the_seeds(tmp_path):
     _seeds(root / "tie", "lrn", [101.0, 104.0, 107.0])  # 104 ± 3: within 2 + 3
     _seeds(root / "apart", "lstm", [100.0, 101.0, 102.0], data_dir="/d/lm/wikitext-2")  # 101 ± 1
     _seeds(root / "apart", "lrn", [90.0, 91.0, 92.0], data_dir="/d/lm/wikitext-2")  # 91 ± 1: lower ppl
+    _seeds(root / "apart", "gru", [95.0, 97.0], data_dir="/d/lm/wikitext-2")  # a grid not yet complete
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{README_BEGIN}\nold line\n{README_END}\nafter\n")
     build_report([root], tmp_path / "out", readme=readme)
@@ -146,7 +156,7 @@ def test_readme_block_says_tie_or_difference_from_the_seeds(tmp_path):
     ptb = next(line for line in text.splitlines() if "PTB" in line)
     assert "lstm 102.00 ± 2.00, lrn 104.00 ± 3.00" in ptb and "a tie" in ptb
     wt2 = next(line for line in text.splitlines() if "WT2" in line)
-    assert "LRN better" in wt2
+    assert "LRN better" in wt2 and "gru 96.00 ± 1.41 (2 seeds)" in wt2 and "lrn 91.00 ± 1.00." in wt2
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="needs exactly one"):
         build_report([root], tmp_path / "out", readme=readme)
