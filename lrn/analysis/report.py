@@ -205,13 +205,13 @@ def _metric_names(runs: list[Run]) -> list[str]:
     for a task this installation has, only its declared metrics (NER's per-type scores
     stay in results.json)."""
     task = runs[0].results["task"]
-    declared = get_task(task).metrics if _primary_metric(task) else None
+    primary = _primary_metric(task)
+    declared = get_task(task).metrics if primary else None
     names: list[str] = []
     for run in runs:
         for name, value in (run.results["metrics"].get("test") or {}).items():
             if name not in names and not isinstance(value, str) and (declared is None or name in declared):
                 names.append(name)
-    primary = _primary_metric(task)
     return sorted(names, key=lambda n: n != primary)
 
 
@@ -558,9 +558,13 @@ def headline_lines(found: Found) -> list[str]:
             continue
         values = {m: [r.results["metrics"]["test"][primary] for r in group] for m, group in models.items()}
         steps = "/".join(sorted({str(r.results["steps"]) for r in runs}))
-        most = max(len(v) for v in values.values())  # a cell with fewer seeds says so
-        cells = ", ".join(f"{m} {format_mean_std(v)}" + (f" ({len(v)} seed{'s' * (len(v) > 1)})" if len(v) < most else "")
-                          for m, v in values.items())
+        most = max(len(v) for v in values.values())
+
+        def cell_text(model: str, v: list[float]) -> str:  # a cell with fewer seeds says so
+            fewer = f" ({len(v)} seed{'s' if len(v) > 1 else ''})" if len(v) < most else ""
+            return f"{model} {format_mean_std(v)}{fewer}"
+
+        cells = ", ".join(cell_text(m, v) for m, v in values.items())
         verdict = _verdict(values["lrn"], values[REFERENCE_CELL], get_task(task).higher_is_better)
         line = (f"- {TASK_TITLES.get(task, task)}, {dataset}, preset {preset}, {steps} steps: test {primary} "
                 f"{cells}. LRN vs {REFERENCE_CELL.upper()}: {verdict}.")

@@ -317,8 +317,8 @@ class ReadingComprehension(Task):
         return RCData(Vocab.from_state(vocab["words"]), Vocab.from_state(vocab["chars"]), splits={})
 
     def load_data(self, data_dir: Path, config: dict[str, Any], vocab: dict | None = None) -> RCData:
-        squad = Path(data_dir)  # the SQuAD v1.1 directory, e.g. ../shared/data/rc/squad
-        train_path, dev_path = squad / "train-v1.1.json", squad / "dev-v1.1.json"
+        data_dir = Path(data_dir)  # the SQuAD v1.1 directory, e.g. ../shared/data/rc/squad
+        train_path, dev_path = data_dir / "train-v1.1.json", data_dir / "dev-v1.1.json"
         seed = config["data_seed"]
         articles = read_squad(train_path)
         if not 0 < config["valid_articles"] < len(articles):
