@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from lrn.ops.reference import ACTIVATIONS, lrn_scan_reference, lrn_step
+from lrn.ops.reference import ACTIVATIONS, is_exporting, lrn_scan_reference, lrn_step
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 _CPU_DTYPES = (torch.float32, torch.float64)
@@ -97,7 +97,7 @@ def lrn_scan(
     the modules and ``lrn_recurrence`` check before calling.  ``recurrent_gates=False`` is the
     ablation whose gates ignore h_{t-1}; only the reference backend implements it."""
     if (backend == "auto" and gates.device.type == "cpu" and gates.dtype in _HALF_DTYPES
-            and recurrent_gates and _installed("numba") and not torch.compiler.is_exporting()):
+            and recurrent_gates and _installed("numba") and not is_exporting()):
         # bfloat16 / float16 on the CPU: the float32 kernel, with the casts in the graph (the
         # reference loop in half precision is several times slower, and less accurate)
         out, h_last = lrn_scan(gates.float(), None if h0 is None else h0.float(), lengths,
@@ -117,7 +117,7 @@ def lrn_scan(
     # torch.export / ONNX see the reference decomposition as a scan over time (exporters know
     # no custom op, and a scan keeps T symbolic); torch.func's transforms (vmap, grad,
     # jacrev...) need plain torch ops they can transform.
-    exporting = torch.compiler.is_exporting()
+    exporting = is_exporting()
     if (concrete == "reference" or not recurrent_gates or exporting
             or torch._C._are_functorch_transforms_active()):
         return lrn_scan_reference(

@@ -31,12 +31,24 @@ import torch
 ACTIVATIONS = ("tanh", "identity")
 
 
+def is_exporting() -> bool:
+    """True inside torch.export (and the ONNX exporter built on it), False under torch.compile.
+
+    ``torch.compiler.is_exporting()`` cannot tell the two apart on every torch we support:
+    before pytorch/pytorch#176499 (torch <= 2.11 at least), Dynamo folds it to True while
+    torch.compile traces, which sent compiled LRNs down the export path, whose scan op then
+    returned wrong gradients on that torch (pytorch/pytorch#184528).  The flag it reads is set by
+    torch.export alone, and Dynamo folds a module global to its value."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
+
+
 def check_length_range(lengths: torch.Tensor | None, T: int) -> None:
     """Every backend's one rule for lengths: each must lie in [0, T] (0: the sequence keeps
     its initial state and outputs zeros).  Skipped while tracing (compile, export, jit.trace),
     where it would be a data-dependent guard; eager calls always check."""
     if (lengths is None or lengths.numel() == 0 or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting() or torch.jit.is_tracing()):
+            or is_exporting() or torch.jit.is_tracing()):
         return
     low, high = int(lengths.min()), int(lengths.max())
     if low < 0 or high > T:

@@ -6,6 +6,7 @@ import torch
 import lrn
 from lrn.functional import available_backends
 from lrn.ops import fused
+from lrn.ops.reference import is_exporting
 
 FUSED = [b for b in ("cpu", "triton") if b in available_backends()]
 
@@ -13,8 +14,10 @@ FUSED = [b for b in ("cpu", "triton") if b in available_backends()]
 def scan_args(backend, h0=True, lengths=True, D=2, output_gate=True, requires_grad=True):
     T, B, H = 4, 3, 5
     G = 4 if output_gate else 3
-    gates = torch.randn(T, B, D * G * H, requires_grad=requires_grad)
-    h = torch.randn(D, B, H, requires_grad=requires_grad) if h0 else None
+    # Triton runs CPU tensors only in its interpreter (no GPU); lengths stay on the CPU, as the modules pass them
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+    gates = torch.randn(T, B, D * G * H, device=device, requires_grad=requires_grad)
+    h = torch.randn(D, B, H, device=device, requires_grad=requires_grad) if h0 else None
     lens = torch.tensor([4, 1, 3]) if lengths else None
     return (gates, h, lens, D, False, True, output_gate, backend)
 
@@ -94,6 +97,31 @@ def test_compile_fullgraph_no_graph_break():
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     (ref_grad,) = torch.autograd.grad(ref_out.square().sum(), x)
     torch.testing.assert_close(grad, ref_grad)
+
+
+class ExportProbe(torch.nn.Module):
+    def forward(self, x):
+        return x + 1 if is_exporting() else x - 1
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the cpu backend needs numba")
+def test_compile_is_not_export():
+    # Before pytorch/pytorch#176499, Dynamo folded torch.compiler.is_exporting() to True under
+    # torch.compile: compiled LRNs took the export path (a scan op), whose gradients were wrong
+    # on that torch (seen on torch 2.11, H200).  LRN's own is_exporting() must tell them apart.
+    x = torch.zeros(2)
+    assert torch.compile(ExportProbe(), fullgraph=True, backend="eager")(x).tolist() == [-1, -1]
+    assert torch.export.export(ExportProbe(), (x,)).module()(x).tolist() == [1, 1]
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    model = lrn.LRN(3, 4, bidirectional=True, backend="cpu")
+    torch.compile(model, backend=recording_backend, fullgraph=True)(torch.randn(5, 2, 3, requires_grad=True))
+    targets = {node.target for gm in graphs for node in gm.graph.nodes if node.op == "call_function"}
+    assert torch.ops.lrn.scan.default in targets, targets
 
 
 class Classifier(torch.nn.Module):
