@@ -223,7 +223,7 @@ def _primary_metric(task: str) -> str | None:
         return None
 
 
-#: the order of the paper's tables; other cell specs (ablations) follow in the order found
+#: the order of the paper's tables; cells outside it follow in the order found
 CELL_ORDER = ("lstm", "gru", "atr", "sru", "lrn")
 
 
@@ -235,7 +235,8 @@ def _by_model(runs: list[Run]) -> dict[str, list[Run]]:
         r = run.results
         groups.setdefault(r["cell"] + (" +LN" if r["config"].get("layer_norm") else ""), []).append(run)
     rank = {name: i for i, name in enumerate(CELL_ORDER)}
-    order = sorted(groups, key=lambda m: rank.get(m.split(" ")[0], len(rank)))  # stable for the rest
+    # A cell's variants ("sru:layer_norm=true", "sru +LN") follow it; the sort is stable.
+    order = sorted(groups, key=lambda m: rank.get(re.split(r"[: ]", m, maxsplit=1)[0], len(rank)))
     return {m: groups[m] for m in order}
 
 

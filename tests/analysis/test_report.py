@@ -82,6 +82,21 @@ def test_other_presets_get_no_paper_columns(tmp_path):
     assert "## Published numbers" in text and "| CoNLL-2003 | Base | lrn | 129K | 88.56 |" in text
 
 
+def test_rows_follow_the_papers_cell_order_with_each_variant_after_its_cell(tmp_path):
+    root = tmp_path / "runs"
+    for cell, layer_norm in [("lrn", False), ("sru:layer_norm=true", False), ("lstm", False), ("sru", False),
+                             ("gru", True)]:
+        _write(root / "seed0" / (cell.replace(":", "-") + ("-ln" if layer_norm else "")) / "results.json",
+               _results("ner", cell, {"f1": 80.0}, data_dir="/d/ner/conll2003", preset="small",
+                        layer_norm=layer_norm))
+    build_report([root], tmp_path / "out")
+    lines = (tmp_path / "out" / "report.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Model | #Params")) + 2
+    table = lines[start:lines.index("", start)]  # the comparison table, up to its blank line
+    models = [line.split("|")[1].strip() for line in table]
+    assert models == ["lstm", "gru +LN", "sru", "sru:layer_norm=true", "lrn"]
+
+
 def test_html_is_self_contained_and_figures_are_small(runs, tmp_path):
     bench = run_bench(BenchConfig(shapes=[(2, 4, 4)], cells=["gru", "lrn"], backends=["reference"],
                                   repeats=1, warmup=0, memory=False), progress=False)
