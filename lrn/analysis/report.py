@@ -236,7 +236,7 @@ def _by_model(runs: list[Run]) -> dict[str, list[Run]]:
         groups.setdefault(r["cell"] + (" +LN" if r["config"].get("layer_norm") else ""), []).append(run)
     rank = {name: i for i, name in enumerate(CELL_ORDER)}
     # A cell's variants ("sru:layer_norm=true", "sru +LN") follow it; the sort is stable.
-    order = sorted(groups, key=lambda m: rank.get(re.split(r"[: ]", m, maxsplit=1)[0], len(rank)))
+    order = sorted(groups, key=lambda m: rank.get(groups[m][0].results["cell"].partition(":")[0], len(rank)))
     return {m: groups[m] for m in order}
 
 
