@@ -242,7 +242,8 @@ def _by_model(runs: list[Run]) -> dict[str, list[Run]]:
 
 def task_table(runs: list[Run]) -> str:
     """Model | #Params | test metrics | valid metric (each mean ± std over seeds) | seeds |
-    steps | Time s/batch in training | settings that differ, then the paper's columns."""
+    steps | Time s/batch in training | minutes per run | settings that differ, then the
+    paper's columns."""
     metrics = _metric_names(runs)
     primary = metrics[0] if metrics else None
     models = _by_model(runs)
@@ -250,7 +251,7 @@ def task_table(runs: list[Run]) -> str:
     paper_metrics = [m for m in metrics if any(p and m in p.metrics for p in paper)]
     differing = _differing_config(runs)
     header = (["Model", "#Params"] + [f"{m} (test)" for m in metrics]
-              + ([f"{primary} (valid)"] if primary else []) + ["seeds", "steps", "Time s/batch (in training)"]
+              + ([f"{primary} (valid)"] if primary else []) + ["seeds", "steps", "Time s/batch (in training)", "minutes per run"]
               + (["settings"] if differing else []))
     if any(paper):
         header += ["paper #Params"] + [f"paper {m}" for m in paper_metrics] + ["paper Time s/batch"]
@@ -264,7 +265,7 @@ def task_table(runs: list[Run]) -> str:
                + [format_mean_std([t.get(m) for t in tests]) for m in metrics]
                + ([format_mean_std([v.get(primary) for v in valids])] if primary else [])
                + [str(len(results)), "/".join(sorted({str(r.get("steps", "–")) for r in results})),
-                  format_mean_std(times, 4)]
+                  format_mean_std(times, 4), _minutes_range([r.get("wall_s") for r in results])]
                + ([", ".join(sorted({", ".join(f"{k}={r['config'].get(k)}" for k in differing if k != "seed")
                                      for r in results}))] if differing else []))
         if any(paper):
@@ -272,6 +273,16 @@ def task_table(runs: list[Run]) -> str:
                     + [_num(prow.time_s, 3)] if prow else ["–"] * (2 + len(paper_metrics)))
         rows.append(row)
     return _table(header, rows)
+
+
+def _minutes_range(wall_s: list[float | None]) -> str:
+    """The shortest and longest run's wall time in whole minutes ("18–23"), as each ran
+    (other runs beside it count): what a rerun of the grid costs, not a speed measurement."""
+    minutes = sorted({round(w / 60) for w in wall_s if w is not None})
+    if not minutes:
+        return "–"
+    low, high = ("<1" if m == 0 else str(m) for m in (minutes[0], minutes[-1]))
+    return low if low == high else f"{low}–{high}"
 
 
 def reference_table(rows: list[PaperRow]) -> str:

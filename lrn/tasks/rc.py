@@ -283,8 +283,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  test_para_limit=400, word_dim=16, char_dim=8, char_out=8, hidden_size=8,
                  encoder_layers=1, dropout=0.1, pointer_dropout=0.1, batch_size=8,
                  eval_batch_size=16, lr=2e-3, max_steps=10, max_epochs=5, eval_every=10),
-    # For the CPU (per run, one core, another run beside: LRN 18-19 minutes, ATR 33-39,
-    # SRU 39-49, GRU 44-53, LSTM 52-72): a narrower R-Net (2 encoder layers, H=48, words seen
+    # For the CPU (under 20 to over 70 minutes per run on one core, by cell; the report's
+    # "minutes per run" column): a narrower R-Net (2 encoder layers, H=48, words seen
     # twice or more) on a fixed 40k-question subset of the training articles, validated on
     # 1,000 held-out training questions and tested on 2,000 dev questions.
     "small": dict(_COMMON, train_questions=40000, valid_questions=1000, test_questions=2000,

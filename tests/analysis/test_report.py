@@ -136,14 +136,15 @@ def test_published_metrics_use_the_tasks_metric_names(task):
 
 def test_seeds_are_one_row_with_mean_and_std_and_anchor_numbers_are_cited(tmp_path):
     root = tmp_path / "runs"
-    for seed, ppl in ((0, 110.0), (1, 120.0)):
+    for seed, ppl, wall_s in ((0, 110.0, 1070.0), (1, 120.0, 1400.0)):
         r = _results("lm", "lstm", {"ppl": ppl, "loss": 4.7}, data_dir="/d/lm/ptb")
-        r["preset"], r["config"]["seed"] = "anchor", seed
+        r["preset"], r["config"]["seed"], r["wall_s"] = "anchor", seed, wall_s
         _write(root / f"seed{seed}" / "lstm" / "results.json", r)
     build_report([root], tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| lstm"))
     assert "| 115.00 ± 7.07 |" in row and "| 2 |" in row  # (110 + 120) / 2, sample std, 2 seeds
+    assert "| 18–23 |" in row  # minutes per run: 1070 s and 1400 s, shortest to longest
     assert "Anchor: the published baseline" in text and "test ppl 114.5" in text
 
 
