@@ -90,7 +90,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from lrn.analysis.report import build_report
 
-    counts = build_report(args.runs, Path(args.out), title=args.title, readme=args.readme)
+    counts = build_report(args.runs, Path(args.out), title=args.title, readme=args.readme, docs=args.doc)
     print(f"report of {counts['runs']} runs, {counts['benches']} speed reports and "
           f"{counts['analyses']} analyses: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
     return 0
@@ -132,4 +132,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--title", default="lrn-torch reproduction report")
     p.add_argument("--readme", type=Path, metavar="FILE",
                    help="also rewrite FILE's generated results block (between its marker comments)")
+    p.add_argument("--doc", type=Path, action="append", default=[], metavar="FILE",
+                   help="also refill FILE's generated tables, each from the benchmark JSON its marker "
+                        "names (repeatable)")
     p.set_defaults(func=cmd_report)
