@@ -64,6 +64,27 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_targets_across_runs(reports: list[tuple[str, dict]]) -> str:
+    """Each target of several runs of the same benchmark, one column per run (named by its
+    file and time), and in how many runs it was met: the run-to-run spread of a verdict."""
+    def key(t: dict) -> tuple:
+        return t["B"], t["T"], t["H"], t["impl"], t["what"], t["op"], t["limit"]
+
+    values = [{key(t): t for t in report["targets"]} for _, report in reports]
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    lines = ["| B | T | H | impl | target | limit | " + " | ".join(f"{name} ({report['machine']['date_utc'][11:16]} UTC)"
+                                                             for name, report in reports) + " | met |",
+             "|---|---|---|---|---|---:|" + "---:|" * len(reports) + "---:|"]
+    for k in keys:
+        found = [v.get(k) for v in values]
+        cells = [("–" if t is None else f"{t['value']:.3f}" + ("" if t["met"] else " NO")) for t in found]
+        measured = [t for t in found if t is not None]
+        met = sum(t["met"] for t in measured)
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {k[5]} {k[6]:.2f} | "
+                     + " | ".join(cells) + f" | {met} of {len(measured)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _sweep(rows: list[Row], axis: str) -> tuple[list[Row], str]:
     """The longest run of shapes that differ only in ``axis`` ("T" or "B"), sorted along it,
     and a label naming the two fixed dimensions.  Among equally long runs, the one with the

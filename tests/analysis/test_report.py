@@ -267,7 +267,16 @@ def test_a_docs_generated_tables_are_refilled_from_the_json_they_name(runs, tmp_
     doc.write_text(f"# perf\n\n{begin}\n| old | table |\n{end}\n\nprose\n\n{begin}\n{end}\n")
     build_report([runs], tmp_path / "out", docs=[doc])
     table = format_markdown(bench).rstrip()
+    assert table.splitlines()[0] in doc.read_text()
+    measured = next(line for line in doc.read_text().splitlines() if line.startswith("Measured "))
+    assert "median of 1 interleaved rounds after 0 warm-up rounds" in measured
+    table = f"{measured}\n\n{table}"
     assert doc.read_text() == f"# perf\n\n{begin}\n{table}\n{end}\n\nprose\n\n{begin}\n{table}\n{end}\n"
+
+    several = begin.replace("bench.json", "bench.json bench.json")  # several runs: their targets side by side
+    doc.write_text(f"{several}\n{end}\n")
+    build_report([runs], tmp_path / "out", docs=[doc])
+    assert "| bench.json (" in doc.read_text() and "| met |" in doc.read_text()
 
     doc.write_text(f"# perf\n\n{begin.replace('bench.json', 'gone.json')}\n{end}\n")
     with pytest.raises(ValueError, match=r"perf.md:3: the generated table's source gone.json does not exist"):

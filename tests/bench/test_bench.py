@@ -127,6 +127,24 @@ def test_targets_hand_worked():
     assert [t["what"] for t in evaluate_targets(report)] == ["train memory / nn.GRU"]
 
 
+def test_targets_across_runs_by_hand():
+    from lrn.bench.report import format_targets_across_runs
+
+    def run(time, *values):
+        targets = [{"B": 32, "T": 128, "H": 256, "impl": "lrn[cpu]", "what": what, "op": "<=", "limit": limit,
+                    "value": value, "met": value <= limit}
+                   for (what, limit), value in zip((("train time / nn.LSTM", 0.40), ("train time / its matmul", 1.15)),
+                                                   values)]
+        return {"machine": {"date_utc": f"2026-12-05T{time}:00+00:00"}, "targets": targets}
+
+    table = format_targets_across_runs([("a.json", run("09:01", 0.398, 1.16)), ("b.json", run("09:04", 0.405))])
+    lines = table.splitlines()
+    assert lines[0] == "| B | T | H | impl | target | limit | a.json (09:01 UTC) | b.json (09:04 UTC) | met |"
+    # 0.398 <= 0.40 met, 0.405 not: 1 of 2; the matmul target is missing from run b: 0 of 1
+    assert lines[2] == "| 32 | 128 | 256 | lrn[cpu] | train time / nn.LSTM | <= 0.40 | 0.398 | 0.405 NO | 1 of 2 |"
+    assert lines[3] == "| 32 | 128 | 256 | lrn[cpu] | train time / its matmul | <= 1.15 | 1.160 NO | – | 0 of 1 |"
+
+
 def _benchmark_script(name: str):
     import importlib.util
     from pathlib import Path
