@@ -66,13 +66,13 @@ def format_markdown(report: dict) -> str:
 
 def format_targets_across_runs(reports: list[tuple[str, dict]]) -> str:
     """Each target of several runs of the same benchmark, one column per run (named by its
-    file and time), and in how many runs it was met: the run-to-run spread of a verdict."""
+    file and UTC time), and in how many runs it was met: the run-to-run spread of a verdict."""
     def key(t: dict) -> tuple:
         return t["B"], t["T"], t["H"], t["impl"], t["what"], t["op"], t["limit"]
 
     values = [{key(t): t for t in report["targets"]} for _, report in reports]
     keys = list(dict.fromkeys(k for v in values for k in v))
-    lines = ["| B | T | H | impl | target | limit | " + " | ".join(f"{name} ({report['machine']['date_utc'][11:16]} UTC)"
+    lines = ["| B | T | H | impl | target | limit | " + " | ".join(f"{name} ({report['machine']['date_utc'][:16].replace('T', ' ')})"
                                                              for name, report in reports) + " | met |",
              "|---|---|---|---|---|---:|" + "---:|" * len(reports) + "---:|"]
     for k in keys:

@@ -139,7 +139,7 @@ def test_targets_across_runs_by_hand():
 
     table = format_targets_across_runs([("a.json", run("09:01", 0.398, 1.16)), ("b.json", run("09:04", 0.405))])
     lines = table.splitlines()
-    assert lines[0] == "| B | T | H | impl | target | limit | a.json (09:01 UTC) | b.json (09:04 UTC) | met |"
+    assert lines[0] == "| B | T | H | impl | target | limit | a.json (2026-12-05 09:01) | b.json (2026-12-05 09:04) | met |"
     # 0.398 <= 0.40 met, 0.405 not: 1 of 2; the matmul target is missing from run b: 0 of 1
     assert lines[2] == "| 32 | 128 | 256 | lrn[cpu] | train time / nn.LSTM | <= 0.40 | 0.398 | 0.405 NO | 1 of 2 |"
     assert lines[3] == "| 32 | 128 | 256 | lrn[cpu] | train time / its matmul | <= 1.15 | 1.160 NO | – | 0 of 1 |"
