@@ -85,6 +85,40 @@ def format_targets_across_runs(reports: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_ratio_ranges(report: dict) -> str:
+    """For each fused LRN backend of a report, the range over its shapes of its time and
+    training peak memory relative to nn.LSTM and nn.GRU (what a grid shows in one line)."""
+    rows = rows_of(report)
+    names = [name for name in dict.fromkeys(n for r in rows for n in r.impls)
+             if name.startswith("lrn[") and name != "lrn[reference]"]
+
+    def span(values: list[float]) -> str:
+        low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+        return low if low == high else f"{low}-{high}"
+
+    lines = []
+    for name in names:
+        measured = [r for r in rows if name in r.impls and {"lstm", "gru"} <= r.impls.keys()]
+        if not measured:
+            continue
+        train = {b: [r.impls[name].timing["train"].ratio[b] for r in measured] for b in ("lstm", "gru")}
+        forward = [r.impls[name].timing["forward"].ratio["lstm"] for r in measured]
+        line = (f"Over the {len(measured)} shapes, {name}'s training step takes {span(train['lstm'])}x "
+                f"nn.LSTM's time and {span(train['gru'])}x nn.GRU's, its forward {span(forward)}x nn.LSTM's")
+        peaks = [r for r in measured if all(i.timing["train"].peak_mb for i in r.impls.values())]
+        if peaks:
+            memory = {b: [r.impls[name].timing["train"].peak_mb / r.impls[b].timing["train"].peak_mb
+                          for r in peaks] for b in ("lstm", "gru")}
+            least = sum(min(r.impls, key=lambda n: r.impls[n].timing["train"].peak_mb) == name for r in peaks)
+            line += (f"; its training peak memory is {span(memory['lstm'])}x nn.LSTM's and "
+                     f"{span(memory['gru'])}x nn.GRU's, the least of all implementations at {least} of "
+                     f"{len(peaks)} shapes")
+        lines.append(line + ".")
+    if not lines:
+        raise ValueError("no fused LRN backend measured beside nn.LSTM and nn.GRU in this report")
+    return "\n".join(lines) + "\n"
+
+
 def _sweep(rows: list[Row], axis: str) -> tuple[list[Row], str]:
     """The longest run of shapes that differ only in ``axis`` ("T" or "B"), sorted along it,
     and a label naming the two fixed dimensions.  Among equally long runs, the one with the

@@ -278,6 +278,19 @@ def test_a_docs_generated_tables_are_refilled_from_the_json_they_name(runs, tmp_
     build_report([runs], tmp_path / "out", docs=[doc])
     assert "| bench.json (" in doc.read_text() and "| met |" in doc.read_text()
 
+    ratios = begin.replace("table of", "ratios of")  # LRN's range over the shapes, one line
+    doc.write_text(f"{ratios}\n<!-- end of generated ratios -->\n")
+    with pytest.raises(ValueError, match=r"perf.md:1: bench.json: no fused LRN backend"):  # reference only
+        build_report([runs], tmp_path / "out", docs=[doc])
+    fused = run_bench(BenchConfig(shapes=[(2, 4, 4)], cells=["lstm", "gru", "lrn"], backends=["cpu"],
+                                  repeats=1, warmup=0, memory=False), progress=False)
+    _write(tmp_path / "bench.json", fused)
+    build_report([runs], tmp_path / "out", docs=[doc])
+    assert doc.read_text().splitlines()[1].startswith("Over the 1 shapes, lrn[cpu]'s training step takes ")
+    doc.write_text(f"{ratios.replace('bench.json', 'bench.json bench.json')}\n<!-- end of generated ratios -->\n")
+    with pytest.raises(ValueError, match=r"perf.md:1: ratios are drawn from one `lrn bench` report"):
+        build_report([runs], tmp_path / "out", docs=[doc])
+
     doc.write_text(f"# perf\n\n{begin.replace('bench.json', 'gone.json')}\n{end}\n")
     with pytest.raises(ValueError, match=r"perf.md:3: the generated table's source gone.json does not exist"):
         build_report([runs], tmp_path / "out", docs=[doc])

@@ -145,6 +145,30 @@ def test_targets_across_runs_by_hand():
     assert lines[3] == "| 32 | 128 | 256 | lrn[cpu] | train time / its matmul | <= 1.15 | 1.160 NO | – | 0 of 1 |"
 
 
+def test_ratio_ranges_by_hand():
+    from lrn.bench.report import format_ratio_ranges
+    from lrn.bench.rows import Impl, Row, Timing
+
+    def impl(train_ms, forward_ms, peak_mb):
+        def timing(ms, peak):
+            return Timing(median_ms=ms, min_ms=ms, samples_ms=[ms], calls_per_sample=1,
+                          ratio={"lstm": ms / base[0], "gru": ms / base[1]}, peak_mb=peak)
+        return Impl(timing={"train": timing(train_ms, peak_mb), "forward": timing(forward_ms, None)})
+
+    rows = []
+    for lstm_ms, gru_ms, lrn_ms, lrn_mb in ((100, 200, 40, 30), (200, 250, 90, 60)):
+        base = (lstm_ms, gru_ms)
+        impls = {"lstm": impl(lstm_ms, lstm_ms, 50), "gru": impl(gru_ms, gru_ms, 60), "lrn[cpu]": impl(lrn_ms, lrn_ms, lrn_mb)}
+        rows.append(Row(B=2, T=4, H=8, impls=impls))
+    report = {"results": [row.to_json() for row in rows]}
+    # train / LSTM 0.40 and 0.45; / GRU 0.20 and 0.36; memory / LSTM 0.60 and 1.20, / GRU 0.50 and 1.00;
+    # the least memory at the first shape only (60 MB > 50 MB at the second)
+    assert format_ratio_ranges(report) == (
+        "Over the 2 shapes, lrn[cpu]'s training step takes 0.40-0.45x nn.LSTM's time and 0.20-0.36x nn.GRU's, "
+        "its forward 0.40-0.45x nn.LSTM's; its training peak memory is 0.60-1.20x nn.LSTM's and 0.50-1.00x "
+        "nn.GRU's, the least of all implementations at 1 of 2 shapes.\n")
+
+
 def _benchmark_script(name: str):
     import importlib.util
     from pathlib import Path
